@@ -1,3 +1,90 @@
-export async function main(_argv: string[]): Promise<number> {
-  return 0;
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { parseBar0Spec } from '../backends/bar0-source.js';
+import { inspect } from './inspect.js';
+import { parseAddress, parseMode, parsePciId, parseSize } from './parse.js';
+import { serve } from './serve.js';
+
+const NAME = 'nvgrace-vfio-user';
+
+const SERVE_EXAMPLES = `
+Examples:
+  # embedded default: 96 MiB of anonymous shared memory at BAR2 (a 128 MiB BAR)
+  ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock
+
+  # a Grace Hopper host: the coherent memory through /dev/mem
+  ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock \\
+      --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
+
+  # a file in /dev/shm that survives daemon restarts, and BAR0 from a sysfs resource
+  ${NAME} serve --socket /tmp/gpu.sock --aperture-path /dev/shm/gpu0 --aperture-size 1G \\
+      --bar0 file:/sys/bus/pci/devices/0009:01:00.0/resource0
+
+Then attach QEMU (10.1 or later):
+  qemu-system-x86_64 -machine q35,memory-backend=mem0 -m 1G \\
+    -object memory-backend-memfd,id=mem0,size=1G,share=on \\
+    -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/nvgrace-vfio-user/gpu0.sock"}}'
+`;
+
+function program(out: (line: string) => void): Command {
+  const p = new Command(NAME)
+    .description('vfio-user device server presenting cache-coherent GPU memory as a PCI BAR')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
+    .showHelpAfterError(false);
+
+  p.command('serve')
+    .description('serve the device on a UNIX socket until SIGTERM or SIGINT')
+    .requiredOption('--socket <path>', 'UNIX socket to listen on')
+    .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
+    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); BAR2 is this rounded up to a power of two', parseSize, 96 * 2 ** 20)
+    .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
+    .option('--aperture-path <path>', 'backing: /dev/mem, a regular, /dev/shm, hugetlbfs or DAX file (default: anonymous shared memory)')
+    .addOption(new Option('--bar0 <source>', 'BAR0 registers: "emulated" or "file:PATH"').default('emulated').argParser((v) => {
+      try {
+        return parseBar0Spec(v);
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    }))
+    .option('--vendor-id <id>', 'PCI vendor ID (hex)', parsePciId, 0x10de)
+    .option('--device-id <id>', 'PCI device ID (hex)', parsePciId, 0x2342)
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .addHelpText('after', SERVE_EXAMPLES)
+    .action(async (o) => {
+      p.setOptionValue('exitCode', await serve({
+        socket: o.socket,
+        socketMode: o.socketMode,
+        apertureSize: o.apertureSize,
+        apertureBase: o.apertureBase,
+        aperturePath: o.aperturePath,
+        bar0: typeof o.bar0 === 'string' ? parseBar0Spec(o.bar0) : o.bar0,
+        vendorId: o.vendorId,
+        deviceId: o.deviceId,
+        logLevel: o.logLevel,
+      }));
+    });
+
+  p.command('inspect')
+    .description('connect to a running daemon as a vfio-user client and print its device')
+    .requiredOption('--socket <path>', 'the daemon\'s UNIX socket')
+    .addHelpText('after', `\nExample:\n  ${NAME} inspect --socket /run/nvgrace-vfio-user/gpu0.sock\n`)
+    .action(async (o) => {
+      p.setOptionValue('exitCode', await inspect(o.socket, out));
+    });
+  return p;
+}
+
+export async function main(argv: string[], out: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
+  const p = program(out);
+  try {
+    await p.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version exit 0; every usage error is one line on stderr and exit 2
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    process.stderr.write(`${NAME}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  return (p.getOptionValue('exitCode') as number | undefined) ?? 0;
 }

@@ -1,0 +1,44 @@
+import fs from 'node:fs';
+import { native } from '../native/native.js';
+import type { Bar0Source } from './bar0-source.js';
+import { FdMemory } from './fd-memory.js';
+
+export const EMULATED_BAR0_SIZE = 16 * 1024 * 1024;
+
+/**
+ * Registers the guest driver polls before it uses the GPU memory: the C2C link
+ * and HBM training status. The kernel driver waits until both read 0xFF, so the
+ * emulated device reports them ready.
+ */
+export const READINESS_REGISTERS = [0x1498, 0x200bc] as const;
+export const READY_VALUE = 0xff;
+
+/** A register file in shared memory, mapped by the client like a real BAR0. */
+export function openEmulatedBar0(): Bar0Source {
+  const fd = native.memfdCreate('nvgrace-bar0', 0);
+  try {
+    fs.ftruncateSync(fd, EMULATED_BAR0_SIZE);
+  } catch (err) {
+    native.closeFd(fd);
+    throw err;
+  }
+  const memory = new FdMemory(fd, 0, EMULATED_BAR0_SIZE);
+  const ready = Buffer.alloc(4);
+  ready.writeUInt32LE(READY_VALUE);
+  const reset = () => {
+    for (const reg of READINESS_REGISTERS) memory.write(reg, ready, 0, 4);
+  };
+  reset();
+  let open = true;
+  return {
+    kind: 'emulated',
+    description: 'emulated register file',
+    memory,
+    barSize: EMULATED_BAR0_SIZE,
+    reset,
+    close() {
+      if (open) native.closeFd(fd);
+      open = false;
+    },
+  };
+}

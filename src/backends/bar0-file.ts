@@ -1,0 +1,45 @@
+import fs from 'node:fs';
+import { nextPowerOfTwo } from '../device/bar-registers.js';
+import type { Bar0Source } from './bar0-source.js';
+import { MappedMemory } from './mapped-memory.js';
+
+/** Smallest BAR0 we present: room for the registers and the MSI-X table. */
+export const MIN_FILE_BAR0_SIZE = 64 * 1024;
+
+/**
+ * BAR0 from the bytes of a file, e.g. a PCI `resource0` in sysfs: the client
+ * maps the file itself; trapped accesses go through the daemon's own mapping,
+ * because sysfs resource files of memory BARs cannot be read with pread.
+ */
+export function openFileBar0(path: string): Bar0Source {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDWR);
+  } catch (err) {
+    throw new Error(`cannot open BAR0 file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new Error(`BAR0 file ${path} is not a regular file`);
+    if (st.size === 0) throw new Error(`BAR0 file ${path} is empty`);
+    const memory = new MappedMemory(fd, 0, st.size);
+    let open = true;
+    return {
+      kind: 'file',
+      description: `file ${path}`,
+      memory,
+      barSize: Math.max(MIN_FILE_BAR0_SIZE, nextPowerOfTwo(st.size)),
+      reset() {},
+      close() {
+        if (open) {
+          memory.unmap();
+          fs.closeSync(fd);
+        }
+        open = false;
+      },
+    };
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+}

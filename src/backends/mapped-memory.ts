@@ -1,0 +1,33 @@
+import type { MemoryBacking } from '../device/memory-bar.js';
+import { native } from '../native/native.js';
+
+/**
+ * Memory reached through the daemon's own shared mapping of an fd. Used where
+ * pread/pwrite do not work, such as sysfs `resource0` files of memory BARs,
+ * which only support mmap.
+ */
+export class MappedMemory implements MemoryBacking {
+  private readonly buffer: ArrayBuffer;
+  private readonly bytes: Uint8Array;
+
+  constructor(
+    readonly fd: number,
+    readonly fdOffset: number,
+    readonly size: number,
+  ) {
+    this.buffer = native.mmap(fd, size, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, fdOffset);
+    this.bytes = new Uint8Array(this.buffer);
+  }
+
+  read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void {
+    dst.set(this.bytes.subarray(offset, offset + count), dstOffset);
+  }
+
+  write(offset: number, src: Uint8Array, srcOffset: number, count: number): void {
+    this.bytes.set(src.subarray(srcOffset, srcOffset + count), offset);
+  }
+
+  unmap(): void {
+    native.munmap(this.buffer);
+  }
+}

@@ -1,0 +1,43 @@
+import { InvalidArgumentError } from 'commander';
+
+const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/** "4096", "96M", "1.5G", "2TiB" (binary units) → bytes. */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?B)?\s*$/.exec(text);
+  if (!m) throw new InvalidArgumentError(`"${text}" is not a size (bytes, or a number with K, M, G or T)`);
+  const bytes = Number(m[1]) * UNITS[m[2]!.toUpperCase()]!;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new InvalidArgumentError(`"${text}" is not a whole, positive number of bytes`);
+  return bytes;
+}
+
+/** "0x80_0000_0000" or decimal → number. */
+export function parseAddress(text: string): number {
+  const clean = text.replace(/_/g, '');
+  const value = /^0x[0-9a-f]+$/i.test(clean) ? Number.parseInt(clean.slice(2), 16) : /^\d+$/.test(clean) ? Number(clean) : NaN;
+  if (!Number.isSafeInteger(value) || value < 0) throw new InvalidArgumentError(`"${text}" is not an address (hex with 0x, or decimal)`);
+  return value;
+}
+
+/** A 16-bit PCI ID, hex with or without 0x. */
+export function parsePciId(text: string): number {
+  const clean = text.replace(/^0x/i, '');
+  if (!/^[0-9a-f]{1,4}$/i.test(clean)) throw new InvalidArgumentError(`"${text}" is not a 16-bit hex PCI ID`);
+  return Number.parseInt(clean, 16);
+}
+
+export function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new InvalidArgumentError(`"${text}" is not an octal file mode like 0600`);
+  return Number.parseInt(text, 8);
+}
+
+export function formatSize(bytes: number): string {
+  for (const [unit, div] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) {
+    if (bytes >= div && bytes % div === 0) return `${bytes / div} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
+export function hex(n: number, width = 0): string {
+  return '0x' + n.toString(16).padStart(width, '0');
+}

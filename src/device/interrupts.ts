@@ -1,0 +1,178 @@
+import { Errno, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqInfoFlag, IrqSetFlag } from '../wire/constants.js';
+import { WireError } from '../wire/errors.js';
+import type { IrqSet } from '../wire/messages.js';
+
+export interface IrqKind {
+  index: number;
+  name: string;
+  count: number;
+  flags: number;
+}
+
+/** Signals an eventfd; injected so the device model does no I/O of its own. */
+export interface EventSink {
+  signal(fd: number): void;
+  close(fd: number): void;
+}
+
+interface IrqState {
+  kind: IrqKind;
+  trigger: (number | null)[];
+  unmaskFd: (number | null)[];
+  masked: boolean[];
+  /** A trigger that arrived while masked, delivered on unmask. */
+  pending: boolean[];
+}
+
+/**
+ * Interrupt lines of the device and the eventfds the client attached to them,
+ * with the DEVICE_SET_IRQS semantics of <linux/vfio.h>.
+ */
+export class Interrupts {
+  private readonly state: IrqState[];
+
+  constructor(
+    kinds: readonly IrqKind[],
+    private readonly sink: EventSink,
+  ) {
+    this.state = kinds.map((kind) => ({
+      kind,
+      trigger: new Array<number | null>(kind.count).fill(null),
+      unmaskFd: new Array<number | null>(kind.count).fill(null),
+      masked: new Array<boolean>(kind.count).fill(false),
+      pending: new Array<boolean>(kind.count).fill(false),
+    }));
+  }
+
+  get kinds(): IrqKind[] {
+    return this.state.map((s) => s.kind);
+  }
+
+  info(index: number): IrqKind | undefined {
+    return this.state[index]?.kind;
+  }
+
+  /** Eventfds currently held, for accounting. */
+  get heldFds(): number {
+    let n = 0;
+    for (const s of this.state) for (const fd of [...s.trigger, ...s.unmaskFd]) if (fd !== null) n++;
+    return n;
+  }
+
+  /**
+   * Applies one SET_IRQS. Takes ownership of the fds it keeps by removing them
+   * from `fds`; whatever is left there the caller closes.
+   */
+  set(req: IrqSet, fds: number[]): void {
+    const s = this.state[req.index];
+    if (!s) throw new WireError(Errno.EINVAL, `SET_IRQS: no irq index ${req.index}`);
+    const data = req.flags & IRQ_SET_DATA_MASK;
+    const action = req.flags & IRQ_SET_ACTION_MASK;
+    if (req.flags & ~(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)) throw new WireError(Errno.EINVAL, 'SET_IRQS: unknown flags');
+    if (!isSingleBit(data) || !isSingleBit(action)) {
+      throw new WireError(Errno.EINVAL, 'SET_IRQS: exactly one data type and one action required');
+    }
+    if (req.argsz < 20) throw new WireError(Errno.EINVAL, `SET_IRQS: argsz ${req.argsz} below 20`);
+
+    if (req.count === 0) {
+      // count 0 with DATA_NONE and TRIGGER disables the whole index.
+      if (data !== IrqSetFlag.DATA_NONE || req.start !== 0) {
+        throw new WireError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
+      }
+      if (action === IrqSetFlag.ACTION_TRIGGER) this.disable(s);
+      if (fds.length > 0) throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
+      return;
+    }
+    if (req.start >= s.kind.count || req.count > s.kind.count - req.start) {
+      throw new WireError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} range ${req.start}+${req.count} beyond ${s.kind.count}`);
+    }
+    if (data === IrqSetFlag.DATA_BOOL && req.bools.length < req.count) {
+      throw new WireError(Errno.EINVAL, `SET_IRQS: ${req.bools.length} bools for count ${req.count}`);
+    }
+    if (data !== IrqSetFlag.DATA_EVENTFD && fds.length > 0) {
+      throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent without DATA_EVENTFD');
+    }
+    if (data === IrqSetFlag.DATA_EVENTFD && fds.length !== 0 && fds.length !== req.count) {
+      throw new WireError(Errno.EINVAL, `SET_IRQS: ${fds.length} eventfds for count ${req.count}`);
+    }
+    const maskable = (s.kind.flags & IrqInfoFlag.MASKABLE) !== 0;
+    if (action !== IrqSetFlag.ACTION_TRIGGER && !maskable) {
+      throw new WireError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} is not maskable`);
+    }
+    if (action === IrqSetFlag.ACTION_MASK && data === IrqSetFlag.DATA_EVENTFD) {
+      throw new WireError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
+    }
+
+    if (data === IrqSetFlag.DATA_EVENTFD) {
+      const table = action === IrqSetFlag.ACTION_TRIGGER ? s.trigger : s.unmaskFd;
+      const taken = fds.splice(0, fds.length);
+      for (let i = 0; i < req.count; i++) {
+        const old = table[req.start + i];
+        if (old !== null && old !== undefined) this.sink.close(old);
+        table[req.start + i] = taken.length > 0 ? taken[i]! : null;
+      }
+      return;
+    }
+
+    for (let i = 0; i < req.count; i++) {
+      if (data === IrqSetFlag.DATA_BOOL && req.bools[i] === 0) continue;
+      const n = req.start + i;
+      if (action === IrqSetFlag.ACTION_TRIGGER) this.trigger(req.index, n);
+      else if (action === IrqSetFlag.ACTION_MASK) s.masked[n] = true;
+      else this.unmask(s, n);
+    }
+  }
+
+  /** Raises interrupt `n` of `index`: signals its eventfd unless masked. */
+  trigger(index: number, n: number): void {
+    const s = this.state[index];
+    if (!s || n >= s.kind.count) return;
+    if (s.masked[n]) {
+      s.pending[n] = true;
+      return;
+    }
+    const fd = s.trigger[n];
+    if (fd !== null && fd !== undefined) this.sink.signal(fd);
+    if (s.kind.flags & IrqInfoFlag.AUTOMASKED) s.masked[n] = true;
+  }
+
+  isAssigned(index: number, n: number): boolean {
+    const fd = this.state[index]?.trigger[n];
+    return fd !== null && fd !== undefined;
+  }
+
+  isMasked(index: number, n: number): boolean {
+    return this.state[index]?.masked[n] ?? false;
+  }
+
+  /** Client gone: close every eventfd it gave us and clear mask state. */
+  releaseAll(): void {
+    for (const s of this.state) this.disable(s);
+  }
+
+  private unmask(s: IrqState, n: number): void {
+    s.masked[n] = false;
+    const fd = s.unmaskFd[n];
+    if (fd !== null && fd !== undefined) this.sink.signal(fd);
+    if (s.pending[n]) {
+      s.pending[n] = false;
+      this.trigger(s.kind.index, n);
+    }
+  }
+
+  private disable(s: IrqState): void {
+    for (const table of [s.trigger, s.unmaskFd]) {
+      for (let i = 0; i < table.length; i++) {
+        const fd = table[i];
+        if (fd !== null && fd !== undefined) this.sink.close(fd);
+        table[i] = null;
+      }
+    }
+    s.masked.fill(false);
+    s.pending.fill(false);
+  }
+}
+
+function isSingleBit(v: number): boolean {
+  return v !== 0 && (v & (v - 1)) === 0;
+}

@@ -1,0 +1,331 @@
+import type { Logger } from 'pino';
+import type { GpuDevice } from '../device/gpu-device.js';
+import {
+  Command,
+  DmaUnmapFlag,
+  Errno,
+  Flag,
+  HEADER_SIZE,
+  KNOWN_HEADER_FLAGS,
+  Limits,
+  MsgType,
+  RegionFlag,
+  Size,
+  commandName,
+} from '../wire/constants.js';
+import { WireError } from '../wire/errors.js';
+import type { Capabilities, Header, RegionAccess } from '../wire/messages.js';
+import {
+  decodeDeviceInfo,
+  decodeDmaMap,
+  decodeDmaUnmap,
+  decodeIndexQuery,
+  decodeIrqSet,
+  decodeRegionAccess,
+  decodeVersion,
+  decodeWriteMultiCount,
+  decodeWriteMultiEntry,
+} from '../wire/parser.js';
+import {
+  encodeDeviceInfoReply,
+  encodeEchoReply,
+  encodeEmptyReply,
+  encodeIrqInfoReply,
+  encodeRegionInfoReply,
+  encodeVersion,
+  regionInfoSize,
+  writeErrorReply,
+  writeRegionReadReply,
+  writeRegionWriteReply,
+  writeU32,
+} from '../wire/serializer.js';
+import type { Counters } from './counters.js';
+import type { Connection, MessageSink } from '../transport/connection.js';
+
+/** Minimal view of the connection the session replies through. */
+export type ReplyChannel = Pick<Connection, 'send' | 'close'>;
+
+/**
+ * The protocol state of one client: version negotiation, then each command
+ * validated and applied to the device, in order, with exactly one reply for
+ * every command that wants one.
+ */
+export class Session implements MessageSink {
+  private negotiated = false;
+  private clientCaps: Capabilities | null = null;
+  private writeMultiple = false;
+  /** Reused for REGION_READ/WRITE replies: the trapped path allocates nothing. */
+  private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
+  private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
+  private readonly traceAccess: boolean;
+
+  constructor(
+    private readonly device: GpuDevice,
+    private readonly channel: ReplyChannel,
+    private readonly log: Logger,
+    private readonly counters: Counters,
+    private readonly onEnd: (reason: string, error?: Error) => void = () => {},
+  ) {
+    this.traceAccess = log.isLevelEnabled('trace');
+  }
+
+  get capabilities(): Capabilities | null {
+    return this.clientCaps;
+  }
+
+  onMessage(h: Header, buf: Buffer, fds: number[]): void {
+    this.counters.countMessage(h.command);
+    const noReply = (h.flags & Flag.NO_REPLY) !== 0;
+    try {
+      if ((h.flags & Flag.TYPE_MASK) !== MsgType.COMMAND) {
+        throw new WireError(Errno.EINVAL, `message type ${h.flags & Flag.TYPE_MASK} from client (only commands are accepted)`);
+      }
+      if (h.flags & ~KNOWN_HEADER_FLAGS) throw new WireError(Errno.EINVAL, `unknown header flags 0x${h.flags.toString(16)}`);
+      if (!this.negotiated && h.command !== Command.VERSION) {
+        throw new WireError(Errno.EINVAL, `${commandName(h.command)} before VERSION`);
+      }
+      this.handle(h, buf, HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
+    } catch (err) {
+      this.fail(h, err, noReply);
+    }
+  }
+
+  onClose(reason: string, error?: Error): void {
+    this.device.releaseClient();
+    this.onEnd(reason, error);
+  }
+
+  private handle(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
+    switch (h.command) {
+      case Command.REGION_READ:
+        return this.regionRead(h, buf, at, len, noReply);
+      case Command.REGION_WRITE:
+        return this.regionWrite(h, buf, at, len, noReply);
+      case Command.REGION_WRITE_MULTI:
+        return this.writeMulti(buf, at, len);
+      case Command.VERSION:
+        return this.version(h, buf, at, len, noReply);
+      case Command.DMA_MAP:
+        return this.dmaMap(h, buf, at, len, fds, noReply);
+      case Command.DMA_UNMAP:
+        return this.dmaUnmap(h, buf, at, len, noReply);
+      case Command.DEVICE_GET_INFO:
+        return this.deviceInfo(h, buf, at, len, noReply);
+      case Command.DEVICE_GET_REGION_INFO:
+        return this.regionInfo(h, buf, at, len, noReply);
+      case Command.DEVICE_GET_REGION_IO_FDS:
+        return this.regionIoFds(h, buf, at, len, noReply);
+      case Command.DEVICE_GET_IRQ_INFO:
+        return this.irqInfo(h, buf, at, len, noReply);
+      case Command.DEVICE_SET_IRQS:
+        return this.setIrqs(h, buf, at, len, fds, noReply);
+      case Command.DEVICE_RESET:
+        return this.reset(h, len, noReply);
+      case Command.DEVICE_FEATURE:
+      case Command.MIG_DATA_READ:
+      case Command.MIG_DATA_WRITE:
+      case Command.DIRTY_PAGES:
+        throw new WireError(Errno.EOPNOTSUPP, `${commandName(h.command)} is not supported by this device`);
+      case Command.DMA_READ:
+      case Command.DMA_WRITE:
+        throw new WireError(Errno.EINVAL, `${commandName(h.command)} is a server-to-client command`);
+      default:
+        throw new WireError(Errno.ENOSYS, `unknown command ${h.command}`);
+    }
+  }
+
+  private reply(h: Header, msg: Buffer, noReply: boolean, fds: number[] | null = null): void {
+    if (!noReply) this.channel.send(msg, msg.length, fds);
+  }
+
+  private fail(h: Header, err: unknown, noReply: boolean): void {
+    const errno = err instanceof WireError ? err.errno : errnoOf(err);
+    this.counters.countError(errno);
+    if (err instanceof WireError) {
+      this.log.debug({ command: commandName(h.command), id: h.id, errno, reason: err.message }, 'request refused');
+    } else {
+      this.log.warn({ command: commandName(h.command), id: h.id, errno, err }, 'request failed');
+    }
+    if (noReply) return;
+    const size = writeErrorReply(this.replyBuf, 0, h.id, h.command, errno);
+    this.channel.send(this.replyBuf, size);
+  }
+
+  private version(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    if (this.negotiated) throw new WireError(Errno.EINVAL, 'VERSION sent twice');
+    const v = decodeVersion(buf, at, len);
+    if (v.major !== 0) {
+      const size = writeErrorReply(this.replyBuf, 0, h.id, h.command, Errno.ENOTSUP);
+      this.channel.send(this.replyBuf, size);
+      this.channel.close(`client protocol version ${v.major}.${v.minor} unsupported (server speaks 0.0)`);
+      return;
+    }
+    const caps = v.capabilities;
+    if (caps?.pgsizes !== undefined && (caps.pgsizes & Limits.PGSIZES) === 0) {
+      throw new WireError(Errno.EINVAL, `client page sizes 0x${caps.pgsizes.toString(16)} exclude 4 KiB`);
+    }
+    this.clientCaps = caps;
+    // Only capabilities the client proposed may be echoed; write_multiple is one of them.
+    this.writeMultiple = caps?.writeMultiple === true;
+    const ours: Capabilities = {
+      names: [],
+      maxMsgFds: Limits.MAX_MSG_FDS,
+      maxDataXferSize: Limits.MAX_DATA_XFER_SIZE,
+      pgsizes: Limits.PGSIZES,
+      maxDmaMaps: this.device.dma.maxMaps,
+    };
+    if (this.writeMultiple) ours.writeMultiple = true;
+    this.negotiated = true;
+    this.reply(h, encodeVersion(h.id, MsgType.REPLY, 0, 0, ours), noReply);
+  }
+
+  private dmaMap(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
+    const m = decodeDmaMap(buf, at, len);
+    if (m.argsz !== Size.DMA_MAP) throw new WireError(Errno.EINVAL, `DMA_MAP argsz ${m.argsz}, expected 32`);
+    if (fds.length > 1) throw new WireError(Errno.EINVAL, `DMA_MAP with ${fds.length} fds`);
+    const fd = fds.length === 1 ? fds[0]! : null;
+    this.device.dma.add(m.address, m.size, m.flags, fd, m.offset);
+    fds.length = 0; // the table owns the fd now
+    this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
+  }
+
+  private dmaUnmap(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    const u = decodeDmaUnmap(buf, at, len);
+    if (len !== Size.DMA_UNMAP) throw new WireError(Errno.EINVAL, 'DMA_UNMAP dirty bitmaps are not supported');
+    if (u.argsz < Size.DMA_UNMAP) throw new WireError(Errno.EINVAL, `DMA_UNMAP argsz ${u.argsz} below 24`);
+    if (u.flags & DmaUnmapFlag.GET_DIRTY_PAGE_INFO) throw new WireError(Errno.EOPNOTSUPP, 'dirty page tracking is not supported');
+    if (u.flags & ~DmaUnmapFlag.ALL) throw new WireError(Errno.EINVAL, `DMA_UNMAP flags 0x${u.flags.toString(16)}`);
+    if (u.flags & DmaUnmapFlag.ALL) {
+      if (u.address !== 0 || u.size !== 0) throw new WireError(Errno.EINVAL, 'DMA_UNMAP ALL with an address or size');
+      this.device.dma.clear();
+    } else {
+      this.device.dma.remove(u.address, u.size);
+    }
+    const echo = buf.subarray(at, at + Size.DMA_UNMAP);
+    this.reply(h, encodeEchoReply(h.id, h.command, echo), noReply);
+  }
+
+  private deviceInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    const q = decodeDeviceInfo(buf, at, len);
+    if (q.argsz < Size.DEVICE_INFO) throw new WireError(Errno.EINVAL, `DEVICE_GET_INFO argsz ${q.argsz} below 16`);
+    const d = this.device;
+    this.reply(h, encodeDeviceInfoReply(h.id, d.flags, d.numRegions, d.numIrqs), noReply);
+  }
+
+  private regionInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    const q = decodeIndexQuery(buf, at, len, Size.REGION_INFO, 'DEVICE_GET_REGION_INFO');
+    if (q.argsz < Size.REGION_INFO) throw new WireError(Errno.EINVAL, `region info argsz ${q.argsz} below 32`);
+    if (q.index >= this.device.numRegions) throw new WireError(Errno.EINVAL, `no region ${q.index}`);
+    const r = this.device.region(q.index);
+    if (!r) {
+      this.reply(h, encodeRegionInfoReply(h.id, q.argsz, { flags: 0, index: q.index, size: 0, offset: 0, sparseAreas: null }), noReply);
+      return;
+    }
+    let flags = (r.readable ? RegionFlag.READ : 0) | (r.writable ? RegionFlag.WRITE : 0);
+    const canSendFd = (this.clientCaps?.maxMsgFds ?? 1) >= 1;
+    const mm = canSendFd ? r.mmap : null;
+    if (!mm) {
+      this.reply(h, encodeRegionInfoReply(h.id, q.argsz, { flags, index: q.index, size: r.size, offset: 0, sparseAreas: null }), noReply);
+      return;
+    }
+    const whole = mm.areas.length === 1 && mm.areas[0]!.offset === 0 && mm.areas[0]!.size === r.size;
+    const areas = whole ? null : mm.areas;
+    if (q.argsz < regionInfoSize(areas)) {
+      // Too small for the capabilities: state the size needed and the client asks
+      // again. No fd and no MMAP/CAPS flags yet (QEMU rejects CAPS without an offset).
+      this.reply(h, encodeRegionInfoReply(h.id, q.argsz, { flags, index: q.index, size: r.size, offset: mm.fdOffset, sparseAreas: areas }), noReply);
+      return;
+    }
+    flags |= RegionFlag.MMAP | (areas ? RegionFlag.CAPS : 0);
+    const msg = encodeRegionInfoReply(h.id, q.argsz, { flags, index: q.index, size: r.size, offset: mm.fdOffset, sparseAreas: areas });
+    this.reply(h, msg, noReply, [mm.fd]);
+  }
+
+  private regionIoFds(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    const q = decodeIndexQuery(buf, at, len, Size.REGION_IO_FDS, 'DEVICE_GET_REGION_IO_FDS');
+    if (q.index >= this.device.numRegions) throw new WireError(Errno.EINVAL, `no region ${q.index}`);
+    if (q.argsz < Size.REGION_IO_FDS) throw new WireError(Errno.EINVAL, `argsz ${q.argsz} below 16`);
+    // No ioeventfd sub-regions: every trapped access comes over the socket.
+    const payload = Buffer.alloc(Size.REGION_IO_FDS);
+    writeU32(payload, 0, Size.REGION_IO_FDS);
+    writeU32(payload, 8, q.index);
+    this.reply(h, encodeEchoReply(h.id, h.command, payload), noReply);
+  }
+
+  private irqInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    const q = decodeIndexQuery(buf, at, len, Size.IRQ_INFO, 'DEVICE_GET_IRQ_INFO');
+    if (q.argsz < Size.IRQ_INFO) throw new WireError(Errno.EINVAL, `irq info argsz ${q.argsz} below 16`);
+    const k = this.device.interrupts.info(q.index);
+    if (!k) throw new WireError(Errno.EINVAL, `no irq index ${q.index}`);
+    this.reply(h, encodeIrqInfoReply(h.id, k.index, k.flags, k.count), noReply);
+  }
+
+  private setIrqs(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
+    const s = decodeIrqSet(buf, at, len);
+    this.device.interrupts.set(s, fds);
+    this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
+  }
+
+  private reset(h: Header, len: number, noReply: boolean): void {
+    if (len !== 0) throw new WireError(Errno.EINVAL, 'DEVICE_RESET carries no payload');
+    this.device.reset();
+    this.log.info('device reset');
+    this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
+  }
+
+  /** Validates a region access; returns the region. */
+  private target(a: RegionAccess, write: boolean) {
+    if (a.count === 0 || a.count > Limits.MAX_DATA_XFER_SIZE) {
+      throw new WireError(Errno.EINVAL, `access of ${a.count} bytes (1..${Limits.MAX_DATA_XFER_SIZE})`);
+    }
+    const r = this.device.region(a.region);
+    if (!r) throw new WireError(Errno.EINVAL, `no region ${a.region}`);
+    if (write ? !r.writable : !r.readable) throw new WireError(Errno.EINVAL, `region ${a.region} is not ${write ? 'writable' : 'readable'}`);
+    if (a.offset >= r.size || a.count > r.size - a.offset) {
+      throw new WireError(Errno.EINVAL, `region ${a.region}: [0x${a.offset.toString(16)}, +${a.count}) beyond size 0x${r.size.toString(16)}`);
+    }
+    return r;
+  }
+
+  private regionRead(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    const a = decodeRegionAccess(buf, at, len, false, this.access);
+    if (len !== Size.REGION_ACCESS) throw new WireError(Errno.EINVAL, 'REGION_READ carries data');
+    const r = this.target(a, false);
+    this.counters.trappedReads[a.region]!++;
+    if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'read');
+    if (noReply) return; // a read nobody waits for has no effect on this device
+    const size = writeRegionReadReply(this.replyBuf, h.id, a.offset, a.region, a.count);
+    r.read(a.offset, this.replyBuf, HEADER_SIZE + Size.REGION_ACCESS, a.count);
+    this.channel.send(this.replyBuf, size);
+  }
+
+  private regionWrite(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
+    const a = decodeRegionAccess(buf, at, len, true, this.access);
+    const r = this.target(a, true);
+    this.counters.trappedWrites[a.region]!++;
+    if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'write');
+    r.write(a.offset, buf, a.dataOffset, a.count);
+    if (noReply) return;
+    const size = writeRegionWriteReply(this.replyBuf, h.id, a.offset, a.region, a.count);
+    this.channel.send(this.replyBuf, size);
+  }
+
+  /** Always posted: errors cannot be reported, so a bad batch is dropped whole and logged. */
+  private writeMulti(buf: Buffer, at: number, len: number): void {
+    if (!this.writeMultiple) throw new WireError(Errno.EINVAL, 'REGION_WRITE_MULTI without the write_multiple capability');
+    const n = decodeWriteMultiCount(buf, at, len, Limits.MAX_WRITE_MULTI);
+    const a = this.access;
+    for (let i = 0; i < n; i++) this.target(decodeWriteMultiEntry(buf, at, i, a), true);
+    for (let i = 0; i < n; i++) {
+      decodeWriteMultiEntry(buf, at, i, a);
+      this.counters.trappedWrites[a.region]!++;
+      this.device.region(a.region)!.write(a.offset, buf, a.dataOffset, a.count);
+    }
+  }
+}
+
+function errnoOf(err: unknown): number {
+  const e = err as { errno?: unknown; code?: unknown };
+  if (typeof e?.errno === 'number') return Math.abs(e.errno);
+  return Errno.EIO;
+}
