@@ -2,7 +2,14 @@
   "targets": [
     {
       "target_name": "nvgrace_native",
-      "sources": ["binding/native.c"],
+      "sources": [
+        "binding/main.c",
+        "binding/util.c",
+        "binding/socket.c",
+        "binding/memory.c",
+        "binding/fd.c",
+        "binding/poll.c"
+      ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     }
