@@ -6,6 +6,7 @@
 static void state_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   nv_state *st = data;
+  nv_poll_forget_all(st);
   if (st->poller_ctor != NULL) napi_delete_reference(env, st->poller_ctor);
   free(st);
 }

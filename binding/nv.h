@@ -25,11 +25,16 @@
 
 /* ---- per-environment state (main.c) ------------------------------------ */
 
+struct nv_poller;
+
 typedef struct nv_state {
-  napi_ref poller_ctor; /* Poller class constructor (poll.c) */
+  napi_ref poller_ctor;      /* Poller class constructor (poll.c) */
+  struct nv_poller *pollers; /* pollers not yet closed, to refuse a second one per fd */
 } nv_state;
 
 nv_state *nv_get_state(napi_env env);
+/* Called when the state is freed: forgets the pollers that are still open. */
+void nv_poll_forget_all(nv_state *st);
 
 /* ---- errors (util.c) ----------------------------------------------------
  * All nv_throw_* functions leave a pending JS exception and return NULL so a

@@ -34,6 +34,9 @@ _Static_assert(NV_READABLE == UV_READABLE && NV_WRITABLE == UV_WRITABLE &&
 typedef struct nv_poller {
   uv_poll_t handle;
   napi_env env;
+  nv_state *st; /* NULL once unlinked from st->pollers */
+  struct nv_poller *next, *prev;
+  int fd;
   napi_ref self;
   napi_ref callback;
   napi_async_context async;
@@ -42,6 +45,21 @@ typedef struct nv_poller {
   bool handle_closed;
   bool js_gone;
 } nv_poller;
+
+static void unlink_poller(nv_poller *p) {
+  if (p->st == NULL) return;
+  if (p->prev != NULL)
+    p->prev->next = p->next;
+  else
+    p->st->pollers = p->next;
+  if (p->next != NULL) p->next->prev = p->prev;
+  p->next = p->prev = NULL;
+  p->st = NULL;
+}
+
+void nv_poll_forget_all(nv_state *st) {
+  while (st->pollers != NULL) unlink_poller(st->pollers);
+}
 
 static void on_close(uv_handle_t *h) {
   nv_poller *p = h->data;
@@ -62,6 +80,7 @@ static void set_started(nv_poller *p, bool started) {
 static void begin_close(nv_poller *p) {
   if (p->closing) return;
   p->closing = true;
+  unlink_poller(p);
   if (p->self != NULL) set_started(p, false);
   uv_close((uv_handle_t *)&p->handle, on_close);
   napi_delete_reference(p->env, p->callback);
@@ -131,26 +150,40 @@ static napi_value poller_ctor(napi_env env, napi_callback_info info) {
   if (t != napi_function)
     return nv_throw_type(env, "The \"callback\" argument must be of type function");
 
+  /* Two uv_poll handles on one fd misbehave silently (only one gets events,
+   * stopping either unregisters both). libuv refuses a second one only while
+   * the first is started, so keep our own registry of open pollers. */
+  nv_state *st = nv_get_state(env);
+  if (st == NULL) return NULL;
+  for (nv_poller *q = st->pollers; q != NULL; q = q->next)
+    if (q->fd == fd) return nv_throw_errno(env, EEXIST, "uv_poll_init", NULL);
+
   uv_loop_t *loop;
   NV_CALL(env, napi_get_uv_event_loop(env, &loop));
   nv_poller *p = calloc(1, sizeof *p);
   if (p == NULL) return nv_throw_errno(env, ENOMEM, "calloc", NULL);
   p->env = env;
-  /* Fails with EEXIST if anything in this loop (another Poller, a Node
-   * handle) already watches fd, and with EPERM for fds epoll cannot watch
-   * (regular files). Sets O_NONBLOCK on the fd. */
+  p->fd = fd;
+  /* Fails with EEXIST if something else in this loop (e.g. a Node handle)
+   * already watches fd, and with EPERM for fds epoll cannot watch (regular
+   * files). Sets O_NONBLOCK on the fd. */
   int rc = uv_poll_init(loop, &p->handle, fd);
   if (rc < 0) {
     free(p); /* the handle was not registered with the loop */
     return nv_throw_errno(env, -rc, "uv_poll_init", NULL);
   }
   p->handle.data = p;
+  p->st = st;
+  p->next = st->pollers;
+  if (p->next != NULL) p->next->prev = p;
+  st->pollers = p;
 
   napi_value name;
   if (napi_create_string_utf8(env, "nvgrace:Poller", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_async_init(env, NULL, name, &p->async) != napi_ok) {
     nv_napi_failed(env, "napi_async_init");
     p->js_gone = true;
+    unlink_poller(p);
     uv_close((uv_handle_t *)&p->handle, on_close);
     return NULL;
   }
@@ -158,6 +191,7 @@ static napi_value poller_ctor(napi_env env, napi_callback_info info) {
     nv_napi_failed(env, "napi_create_reference");
     napi_async_destroy(env, p->async);
     p->js_gone = true;
+    unlink_poller(p);
     uv_close((uv_handle_t *)&p->handle, on_close);
     return NULL;
   }
