@@ -2,6 +2,12 @@
 // Thin launcher: the CLI lives in the compiled TypeScript under dist/.
 import { main } from '../dist/cli/main.js';
 
+// `inspect | head` closes stdout early: that is not an error worth a stack trace.
+process.stdout.on('error', (err) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 main(process.argv).then(
   (code) => { if (typeof code === 'number') process.exitCode = code; },
   (err) => {
