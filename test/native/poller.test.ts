@@ -136,22 +136,27 @@ describe('Poller', () => {
     native.closeFd(b);
   });
 
-  it('runs promise microtasks right after the callback (napi_make_callback)', async () => {
-    const [a, b] = native.socketPair();
+  it('drains nextTicks and microtasks after each callback (napi_make_callback)', async () => {
+    // Two fds that are ready in the same epoll batch: the second callback must
+    // see the first callback's tick and microtask already run.
+    const [a1, b1] = native.socketPair();
+    const [a2, b2] = native.socketPair();
+    native.sendMsg(a1, one, 0, 1, null);
+    native.sendMsg(a2, one, 0, 1, null);
     const order: string[] = [];
-    const poller = native.createPoller(b, () => {
-      poller.close();
-      order.push('callback');
-      setImmediate(() => order.push('immediate'));
-      void Promise.resolve().then(() => order.push('microtask'));
-      process.nextTick(() => order.push('tick'));
+    const pollers = [b1, b2].map((fd) => {
+      const p = native.createPoller(fd, () => {
+        p.close();
+        order.push('callback');
+        process.nextTick(() => order.push('tick'));
+        void Promise.resolve().then(() => order.push('microtask'));
+      });
+      return p;
     });
-    poller.start(READABLE);
-    native.sendMsg(a, one, 0, 1, null);
-    await waitFor(() => order.length === 4);
-    expect(order).toEqual(['callback', 'tick', 'microtask', 'immediate']);
-    native.closeFd(a);
-    native.closeFd(b);
+    for (const p of pollers) p.start(READABLE);
+    await waitFor(() => order.length === 6);
+    expect(order).toEqual(['callback', 'tick', 'microtask', 'callback', 'tick', 'microtask']);
+    for (const fd of [a1, b1, a2, b2]) native.closeFd(fd);
   });
 
   it('refuses a second poller on the same fd until the first is closed', () => {
