@@ -73,7 +73,7 @@ export class Session implements MessageSink {
     return this.clientCaps;
   }
 
-  onMessage(h: Header, buf: Buffer, fds: number[]): void {
+  onMessage(h: Header, buf: Buffer, at: number, fds: number[]): void {
     this.counters.countMessage(h.command);
     const noReply = (h.flags & Flag.NO_REPLY) !== 0;
     try {
@@ -84,7 +84,7 @@ export class Session implements MessageSink {
       if (!this.negotiated && h.command !== Command.VERSION) {
         throw new WireError(Errno.EINVAL, `${commandName(h.command)} before VERSION`);
       }
-      this.handle(h, buf, HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
+      this.handle(h, buf, at + HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
     } catch (err) {
       this.fail(h, err, noReply);
     }
