@@ -79,8 +79,8 @@ export class Interrupts {
       if (data !== IrqSetFlag.DATA_NONE || req.start !== 0) {
         throw new WireError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
       }
-      if (action === IrqSetFlag.ACTION_TRIGGER) this.disable(s);
       if (fds.length > 0) throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
+      if (action === IrqSetFlag.ACTION_TRIGGER) this.disable(s);
       return;
     }
     if (req.start >= s.kind.count || req.count > s.kind.count - req.start) {
