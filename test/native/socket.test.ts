@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   EFD_NONBLOCK,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
   MAP_SHARED,
   NATIVE_BINDING_PATH,
   PROT_READ,
@@ -153,6 +155,24 @@ describe('socketPair + sendMsg/recvMsg', () => {
 });
 
 describe('SCM_RIGHTS fd passing', () => {
+  it('takes the buffer only after reading fds (an accessor may unmap it)', () => {
+    const [a, b] = pair();
+    const ab = native.mmap(-1, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, 0);
+    const view = new Uint8Array(ab);
+    const efd = native.eventfd(0, 0);
+    const fds: number[] = [];
+    Object.defineProperty(fds, 0, {
+      enumerable: true,
+      get() {
+        native.munmap(ab);
+        return efd;
+      },
+    });
+    expect(() => native.sendMsg(a, view, 0, 16, fds)).toThrow(RangeError);
+    expect(native.recvMsg(b, new Uint8Array(16), 0, 16, new Int32Array(2))).toBe(-1);
+    closeAll(a, b, efd);
+  });
+
   it('passes an eventfd and a memfd that work on the receiving side', () => {
     const [a, b] = pair();
     const efd = native.eventfd(0, EFD_NONBLOCK);
