@@ -60,6 +60,7 @@ export class GpuDevice {
 
   constructor(private readonly opts: GpuDeviceOptions) {
     const bar0Size = opts.bar0.barSize;
+    if (bar0Size < 2 * MSIX_WINDOW) throw new Error(`BAR0 of ${bar0Size} bytes leaves no room for the MSI-X table (need ${2 * MSIX_WINDOW})`);
     const vectors = opts.msixVectors ?? 16;
     this.msix = { vectors, bar: 0, tableOffset: bar0Size - MSIX_WINDOW, pbaOffset: bar0Size - MSIX_WINDOW / 2 };
 

@@ -82,6 +82,21 @@ export class FakeBar0 implements Bar0Source {
 export class FakeEvents implements EventSink {
   readonly signals: number[] = [];
   readonly closed: number[] = [];
+  /** Watched unmask fds and how to fire them, as if the client signalled them. */
+  readonly watched = new Map<number, () => void>();
+
+  watch(fd: number, onSignal: () => void): () => void {
+    if (this.watched.has(fd)) throw new Error(`fd ${fd} watched twice`);
+    this.watched.set(fd, onSignal);
+    return () => this.watched.delete(fd);
+  }
+
+  /** The client signals `fd`. */
+  fire(fd: number): void {
+    const cb = this.watched.get(fd);
+    if (!cb) throw new Error(`fd ${fd} is not watched`);
+    cb();
+  }
 
   signal(fd: number): void {
     if (this.closed.includes(fd)) throw new Error(`signal of closed fd ${fd}`);
@@ -90,6 +105,7 @@ export class FakeEvents implements EventSink {
 
   close(fd: number): void {
     if (this.closed.includes(fd)) throw new Error(`fd ${fd} closed twice`);
+    if (this.watched.has(fd)) throw new Error(`fd ${fd} closed while still watched`);
     this.closed.push(fd);
   }
 }

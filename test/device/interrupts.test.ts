@@ -115,6 +115,27 @@ describe('Interrupts: eventfd assignment', () => {
     expect(events.closed).toEqual([40]);
     irqs.releaseAll();
     expect(events.closed).toEqual([40, 41]);
+    expect(events.watched.size).toBe(0);
+  });
+
+  it('the client signalling the unmask eventfd unmasks INTx and delivers what was pending', () => {
+    const { irqs, events } = setup();
+    assign(irqs, IrqIndex.INTX, 0, [30]);
+    irqs.set(req(DATA_EVENTFD | ACTION_UNMASK, IrqIndex.INTX, 0, 1), [31]);
+    irqs.set(req(DATA_NONE | ACTION_TRIGGER, IrqIndex.INTX, 0, 1), []);
+    expect(events.signals).toEqual([30]);
+    expect(irqs.isMasked(IrqIndex.INTX, 0)).toBe(true); // automasked
+    irqs.trigger(IrqIndex.INTX, 0); // arrives while masked: held
+    expect(events.signals).toEqual([30]);
+    events.fire(31); // the client (KVM's resampler) unmasks
+    expect(events.signals).toEqual([30, 30]);
+    expect(events.signals).not.toContain(31); // the unmask fd is the client's to signal, not ours
+  });
+
+  it('count 0 is refused for MASK and UNMASK', () => {
+    const { irqs } = setup();
+    expect(() => irqs.set(req(DATA_NONE | ACTION_MASK, IrqIndex.INTX, 0, 0), [])).toThrow(/count 0/);
+    expect(() => irqs.set(req(DATA_NONE | ACTION_UNMASK, IrqIndex.INTX, 0, 0), [])).toThrow(/count 0/);
   });
 });
 
