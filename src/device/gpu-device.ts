@@ -145,7 +145,7 @@ function irqKinds(msixVectors: number): IrqKind[] {
   const ef = IrqInfoFlag.EVENTFD;
   return [
     { index: IrqIndex.INTX, name: 'INTx', count: 1, flags: ef | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED },
-    { index: IrqIndex.MSI, name: 'MSI', count: 0, flags: ef },
+    { index: IrqIndex.MSI, name: 'MSI', count: 1, flags: ef },
     { index: IrqIndex.MSIX, name: 'MSI-X', count: msixVectors, flags: ef | IrqInfoFlag.NORESIZE },
     { index: IrqIndex.ERR, name: 'ERR', count: 1, flags: ef },
     { index: IrqIndex.REQ, name: 'REQ', count: 1, flags: ef },

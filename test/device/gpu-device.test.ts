@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MSIX_CAP, PM_CAP, EXP_CAP } from '../../src/device/capabilities.js';
+import { MSI_CAP, MSIX_CAP, PM_CAP, EXP_CAP } from '../../src/device/capabilities.js';
 import { APERTURE_BAR, DEFAULT_IDENTITY, apertureBarSize } from '../../src/device/gpu-device.js';
 import { CapId, Cfg } from '../../src/device/pci.js';
 import { DeviceFlag, DmaMapFlag, IrqIndex, IrqInfoFlag, IrqSetFlag, RegionIndex } from '../../src/wire/constants.js';
@@ -98,18 +98,31 @@ describe('GpuDevice configuration header', () => {
 });
 
 describe('GpuDevice capabilities', () => {
-  it('the chain from 0x34 is PM, MSI-X, PCI Express, then ends', () => {
+  it('the chain from 0x34 is PM, MSI, MSI-X, PCI Express, then ends', () => {
     const { device } = makeDevice();
     expect(capabilities(device)).toEqual([
       [PM_CAP, CapId.PM],
+      [MSI_CAP, CapId.MSI],
       [MSIX_CAP, CapId.MSIX],
       [EXP_CAP, CapId.EXP],
     ]);
-    expect(capabilities(device).map(([, id]) => id)).toEqual([0x01, 0x11, 0x10]);
+    expect(capabilities(device).map(([, id]) => id)).toEqual([0x01, 0x05, 0x11, 0x10]);
+  });
+
+  it('MSI: 64-bit, one vector; enable, address and data are writable', () => {
+    const { device } = makeDevice();
+    const c = device.config;
+    expect(c.read16(MSI_CAP + 2)).toBe(0x0080);
+    w(device, MSI_CAP + 2, 2, 0xffff);
+    expect(c.read16(MSI_CAP + 2)).toBe(0x00f1);
+    w(device, MSI_CAP + 4, 4, 0xfee00003);
+    expect(c.read32(MSI_CAP + 4)).toBe(0xfee00000);
+    w(device, MSI_CAP + 12, 2, 0x4041);
+    expect(c.read16(MSI_CAP + 12)).toBe(0x4041);
   });
 
   it('capabilities do not overlap and stay in the standard header space', () => {
-    const ends = { [CapId.PM]: 8, [CapId.MSIX]: 12, [CapId.EXP]: 60 } as Record<number, number>;
+    const ends = { [CapId.PM]: 8, [CapId.MSI]: 14, [CapId.MSIX]: 12, [CapId.EXP]: 60 } as Record<number, number>;
     const caps = capabilities(makeDevice().device);
     for (let i = 0; i < caps.length; i++) {
       const [at, id] = caps[i]!;
@@ -227,13 +240,13 @@ describe('GpuDevice regions', () => {
 });
 
 describe('GpuDevice interrupts', () => {
-  it('INTx is maskable and automasked; MSI has no vectors; MSI-X, ERR and REQ use eventfds', () => {
+  it('INTx is maskable and automasked; MSI has one vector; MSI-X, ERR and REQ use eventfds', () => {
     const { device } = makeDevice();
     const k = device.interrupts.kinds;
     expect(k.map((x) => x.index)).toEqual([0, 1, 2, 3, 4]);
     expect(k[IrqIndex.INTX]).toMatchObject({ count: 1 });
     expect(k[IrqIndex.INTX]!.flags & (IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED | IrqInfoFlag.EVENTFD)).toBe(0x7);
-    expect(k[IrqIndex.MSI]!.count).toBe(0);
+    expect(k[IrqIndex.MSI]!.count).toBe(1);
     expect(k[IrqIndex.MSIX]!.count).toBe(16);
     expect(k[IrqIndex.MSIX]!.flags & IrqInfoFlag.MASKABLE).toBe(0);
     expect(k[IrqIndex.ERR]!.count).toBe(1);
