@@ -311,11 +311,11 @@ static napi_value send_msg(napi_env env, napi_callback_info info) {
   size_t size;
   if (!nv_args(env, info, 5, argv, NULL, NULL)) return NULL;
   if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
-  if (!nv_get_bytes(env, argv[1], "buf", &data, &size)) return NULL;
   if (!nv_get_int(env, argv[2], "offset", 0, NV_MAX_SAFE_INT, &off)) return NULL;
   if (!nv_get_int(env, argv[3], "length", 0, NV_MAX_SAFE_INT, &len)) return NULL;
-  if (!nv_check_range(env, off, len, size)) return NULL;
 
+  /* Read fds before taking buf's data pointer: array element access can run
+   * JS (accessors), which could detach or unmap buf. */
   int fds[NV_MAX_FDS];
   uint32_t nfds = 0;
   if (!nv_is_nullish(env, argv[4])) {
@@ -334,6 +334,8 @@ static napi_value send_msg(napi_env env, napi_callback_info info) {
     if (nfds > 0 && len == 0)
       return nv_throw_range(env, "Passing fds needs at least one byte of data");
   }
+  if (!nv_get_bytes(env, argv[1], "buf", &data, &size)) return NULL;
+  if (!nv_check_range(env, off, len, size)) return NULL;
 
   nv_cmsg_buf ctl;
   struct iovec iov = {.iov_base = data + off, .iov_len = (size_t)len};

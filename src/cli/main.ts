@@ -1,7 +1,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
-import { parseAddress, parseMode, parsePciId, parseSize } from './parse.js';
+import { parseAddress, parseGid, parseMode, parsePciId, parseSize, parseUid } from './parse.js';
+import { SCRUB_MODES } from '../backends/scrub.js';
 import { serve } from './serve.js';
 
 const NAME = 'nvgrace-vfio-user';
@@ -36,6 +37,9 @@ function program(out: (line: string) => void): Command {
     .description('serve the device on a UNIX socket until SIGTERM or SIGINT')
     .requiredOption('--socket <path>', 'UNIX socket to listen on')
     .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
+    .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
+    .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
+    .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
     .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); BAR2 is this rounded up to a power of two', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/mem, a regular, /dev/shm, hugetlbfs or DAX file (default: anonymous shared memory)')
@@ -54,6 +58,9 @@ function program(out: (line: string) => void): Command {
       p.setOptionValue('exitCode', await serve({
         socket: o.socket,
         socketMode: o.socketMode,
+        socketGroup: o.socketGroup,
+        allowUids: o.allowUid,
+        scrub: o.scrub,
         apertureSize: o.apertureSize,
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
@@ -40,4 +41,29 @@ export function formatSize(bytes: number): string {
 
 export function hex(n: number, width = 0): string {
   return '0x' + n.toString(16).padStart(width, '0');
+}
+
+/** A uid as a number, or a user name looked up in /etc/passwd. */
+export function parseUid(text: string): number {
+  return lookupId(text, '/etc/passwd', 'user');
+}
+
+/** A gid as a number, or a group name looked up in /etc/group. */
+export function parseGid(text: string): number {
+  return lookupId(text, '/etc/group', 'group');
+}
+
+function lookupId(text: string, file: string, what: string): number {
+  if (/^\d+$/.test(text)) return Number(text);
+  let lines: string[] = [];
+  try {
+    lines = fs.readFileSync(file, 'utf8').split('\n');
+  } catch {
+    // fall through to the error below
+  }
+  for (const line of lines) {
+    const [name, , id] = line.split(':');
+    if (name === text && id !== undefined && /^\d+$/.test(id)) return Number(id);
+  }
+  throw new InvalidArgumentError(`no ${what} "${text}" in ${file} (give a number instead)`);
 }

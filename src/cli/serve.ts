@@ -3,6 +3,7 @@ import { openEmulatedBar0 } from '../backends/bar0-emulated.js';
 import { openFileBar0 } from '../backends/bar0-file.js';
 import type { Bar0Source, Bar0Spec } from '../backends/bar0-source.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
+import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
 import { DEFAULT_IDENTITY, GpuDevice } from '../device/gpu-device.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
@@ -13,6 +14,9 @@ import { formatSize, hex } from './parse.js';
 export interface ServeOptions {
   socket: string;
   socketMode: number;
+  socketGroup?: number | undefined;
+  allowUids?: number[];
+  scrub?: ScrubMode;
   apertureSize: number;
   apertureBase: number;
   aperturePath?: string | undefined;
@@ -53,7 +57,14 @@ export function startDaemon(opts: ServeOptions): Running {
     dmaOps: dmaFileOps,
     maxDmaMaps: Limits.MAX_DMA_MAPS,
   });
-  const daemon = new Daemon(device, log, { socketPath: opts.socket, socketMode: opts.socketMode });
+  const scrubMode = opts.scrub ?? 'never';
+  const daemon = new Daemon(device, log, {
+    socketPath: opts.socket,
+    socketMode: opts.socketMode,
+    socketGroup: opts.socketGroup,
+    allowUids: opts.allowUids ?? [],
+    scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
+  });
   try {
     daemon.start();
   } catch (err) {
@@ -77,6 +88,7 @@ export function startDaemon(opts: ServeOptions): Running {
     },
     'device ready',
   );
+
   let stopped = false;
   return {
     daemon,
@@ -84,9 +96,12 @@ export function startDaemon(opts: ServeOptions): Running {
       if (stopped) return;
       stopped = true;
       daemon.stop();
-      bar0.close();
-      aperture.close();
-      log.info('stopped');
+      // a scrub in progress stops at its next window; close the backing after it
+      void daemon.whenScrubbed().then(() => {
+        bar0.close();
+        aperture.close();
+        log.info('stopped');
+      });
     },
   };
 }

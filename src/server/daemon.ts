@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { GpuDevice } from '../device/gpu-device.js';
 import { native } from '../native/native.js';
@@ -6,10 +7,26 @@ import { Counters } from './counters.js';
 import { Listener } from '../transport/listener.js';
 import { Session } from './session.js';
 
+export interface ScrubProgress {
+  done: number;
+  total: number;
+}
+
 export interface DaemonOptions {
   socketPath: string;
   socketMode: number;
+  /** Group to give the socket file (numeric gid), if any. */
+  socketGroup?: number | undefined;
+  /** Peer uids allowed to attach; empty means anyone who can open the socket. */
+  allowUids?: readonly number[];
   limits?: ConnectionLimits;
+  /** When to zero the memory, and how (injected: the backing knows). */
+  scrub?: {
+    mode: 'never' | 'on-release' | 'on-start';
+    run(onProgress: (p: ScrubProgress) => void, shouldStop: () => boolean): Promise<'done' | 'stopped'>;
+  };
+  /** What the daemon is doing, in words (for a service manager's status line). */
+  onStatus?: (status: string) => void;
 }
 
 interface ActiveClient {
@@ -29,6 +46,8 @@ export class Daemon {
   private listener: Listener | null = null;
   private active: ActiveClient | null = null;
   private idleWaiters: (() => void)[] = [];
+  private stopping = false;
+  private scrubbing: Promise<void> | null = null;
 
   constructor(
     readonly device: GpuDevice,
@@ -47,14 +66,69 @@ export class Daemon {
       (fd, peer) => this.onClient(fd, peer),
       (err) => this.log.error({ err }, 'accept failed'),
     );
+    if (this.opts.socketGroup !== undefined) fs.chownSync(this.opts.socketPath, -1, this.opts.socketGroup);
     this.log.info({ socket: this.opts.socketPath }, 'listening');
+    if (this.opts.scrub?.mode === 'on-start') this.scrub('start');
+    else this.status('waiting for a client');
   }
 
   /** Ends the session (if any), stops listening and removes the socket. */
   stop(reason = 'daemon stopping'): void {
+    this.stopping = true;
     this.active?.connection.close(reason);
     this.listener?.close();
     this.listener = null;
+  }
+
+  /** Resolves when no scrub is running (one that was stopped counts as over). */
+  whenScrubbed(): Promise<void> {
+    return this.scrubbing ?? Promise.resolve();
+  }
+
+  private status(text: string): void {
+    this.opts.onStatus?.(text);
+  }
+
+  /**
+   * Zeroes the memory with the listener paused: a client that connects
+   * meanwhile waits in the backlog and is served once the memory is clean.
+   */
+  private scrub(why: 'start' | 'release'): void {
+    const scrub = this.opts.scrub!;
+    this.listener?.pause();
+    const started = Date.now();
+    let lastLog = started;
+    let lastPct = -1;
+    this.log.info({ why }, 'scrubbing aperture');
+    this.status('scrubbing 0%');
+    this.scrubbing = scrub
+      .run(
+        (p) => {
+          const pct = Math.floor((100 * p.done) / p.total);
+          if (pct !== lastPct) this.status(`scrubbing ${pct}%`);
+          lastPct = pct;
+          if (Date.now() - lastLog > 2000) {
+            lastLog = Date.now();
+            this.log.info({ done: p.done, total: p.total, percent: pct }, 'scrub progress');
+          }
+        },
+        () => this.stopping,
+      )
+      .then(
+        (result) => {
+          const ms = Date.now() - started;
+          if (result === 'done') this.log.info({ ms }, 'aperture scrubbed');
+          else this.log.warn({ ms }, 'scrub interrupted by shutdown');
+        },
+        (err: Error) => this.log.error({ err }, 'scrub failed; the next client may see old memory contents'),
+      )
+      .finally(() => {
+        this.scrubbing = null;
+        if (!this.stopping) {
+          this.listener?.resume();
+          this.status('waiting for a client');
+        }
+      });
   }
 
   /** Resolves once no client is attached. */
@@ -68,6 +142,13 @@ export class Daemon {
     if (this.active) {
       this.counters.refusedConnections++;
       this.log.warn({ peer, current: this.active.peer }, 'refusing a second client: the device already has one');
+      native.closeFd(fd);
+      return;
+    }
+    const allowed = this.opts.allowUids ?? [];
+    if (allowed.length > 0 && (peer === null || !allowed.includes(peer.uid))) {
+      this.counters.refusedConnections++;
+      this.log.warn({ peer }, 'refusing a client whose uid is not allowed (--allow-uid)');
       native.closeFd(fd);
       return;
     }
@@ -87,9 +168,13 @@ export class Daemon {
       else log.info({ reason }, 'client disconnected');
       this.active = null;
       for (const w of this.idleWaiters.splice(0)) w();
+      if (this.stopping) return;
+      if (this.opts.scrub?.mode === 'on-release') this.scrub('release');
+      else this.status('waiting for a client');
     });
     this.active = { connection, session, peer, since: Date.now() };
     log.info({ pid: peer?.pid, uid: peer?.uid, gid: peer?.gid }, 'client connected');
+    this.status(`client pid ${peer?.pid ?? 'unknown'} attached`);
     connection.start();
   }
 }

@@ -40,6 +40,15 @@ export class Listener {
     return new Listener(path, fd, onClient, onError);
   }
 
+  /** Leaves new connections in the kernel's backlog until resume(). */
+  pause(): void {
+    if (!this.closed) this.poller.stop();
+  }
+
+  resume(): void {
+    if (!this.closed) this.poller.start(native.READABLE);
+  }
+
   /** Stops accepting and removes the socket file, if it is still ours. */
   close(): void {
     if (this.closed) return;

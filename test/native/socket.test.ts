@@ -5,7 +5,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   EFD_NONBLOCK,
+  MAP_ANONYMOUS,
+  MAP_PRIVATE,
   MAP_SHARED,
+  NATIVE_BINDING_PATH,
   PROT_READ,
   PROT_WRITE,
   isSyscallError,
@@ -152,6 +155,24 @@ describe('socketPair + sendMsg/recvMsg', () => {
 });
 
 describe('SCM_RIGHTS fd passing', () => {
+  it('takes the buffer only after reading fds (an accessor may unmap it)', () => {
+    const [a, b] = pair();
+    const ab = native.mmap(-1, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, 0);
+    const view = new Uint8Array(ab);
+    const efd = native.eventfd(0, 0);
+    const fds: number[] = [];
+    Object.defineProperty(fds, 0, {
+      enumerable: true,
+      get() {
+        native.munmap(ab);
+        return efd;
+      },
+    });
+    expect(() => native.sendMsg(a, view, 0, 16, fds)).toThrow(RangeError);
+    expect(native.recvMsg(b, new Uint8Array(16), 0, 16, new Int32Array(2))).toBe(-1);
+    closeAll(a, b, efd);
+  });
+
   it('passes an eventfd and a memfd that work on the receiving side', () => {
     const [a, b] = pair();
     const efd = native.eventfd(0, EFD_NONBLOCK);
@@ -347,5 +368,43 @@ describe('listenUnix / connectUnix / accept / peerCred', () => {
     expect(() => native.listenUnix(join(dir, 'a\0b'), 1, 0o600)).toThrow(TypeError);
     expect(() => native.listenUnix('', 1, 0o600)).toThrow(TypeError);
     expect(() => native.listenUnix(join(dir, 'm.sock'), 1, 0o1777)).toThrow(RangeError);
+  });
+});
+
+describe('hot paths', () => {
+  /** GCs seen while `body` runs 200k times in a fresh process (after warm-up). */
+  function gcsDuring(body: string): number {
+    const script = `
+const native = require(${JSON.stringify(NATIVE_BINDING_PATH)});
+const { PerformanceObserver } = require('node:perf_hooks');
+const [a, b] = native.socketPair();
+const out = new Uint8Array(64), inb = new Uint8Array(64), fds = new Int32Array(17);
+const ev = native.eventfd(0, native.EFD_NONBLOCK);
+let sink = 0;
+function loop(n) { for (let i = 0; i < n; i++) { ${body} } }
+loop(20000);
+let gcs = 0;
+const obs = new PerformanceObserver((list) => { gcs += list.getEntries().length; });
+obs.observe({ entryTypes: ['gc'] });
+loop(200000);
+setTimeout(() => { obs.disconnect(); console.log(gcs); }, 100); // entries arrive asynchronously
+`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(0);
+    return Number(r.stdout.trim());
+  }
+
+  it('sendMsg/recvMsg/eventfd I/O allocate no JS objects', () => {
+    const gcs = gcsDuring(`
+sink += native.sendMsg(a, out, 0, 64, null);
+sink += native.recvMsg(b, inb, 0, 64, fds);
+sink += native.recvMsg(b, inb, 0, 64, fds); // EAGAIN
+native.eventfdWrite(ev, 1);
+sink += native.eventfdRead(ev);`);
+    expect(gcs).toBeLessThanOrEqual(1);
+  });
+
+  it('(control) an allocating call in the same loop does trigger GCs', () => {
+    expect(gcsDuring('sink += native.peerCred(a).pid;')).toBeGreaterThan(1);
   });
 });

@@ -1,0 +1,62 @@
+import { native } from '../native/native.js';
+import type { Aperture } from './aperture.js';
+
+export type ScrubMode = 'never' | 'on-release' | 'on-start';
+export const SCRUB_MODES: readonly ScrubMode[] = ['never', 'on-release', 'on-start'];
+
+export interface ScrubProgress {
+  done: number;
+  total: number;
+}
+
+/** Bytes zeroed per step: big enough to run at memory speed, small enough to keep the loop responsive. */
+const WINDOW = 256 * 1024 * 1024;
+
+/**
+ * Zeroes the aperture's memory so the next tenant cannot read the previous
+ * one's data. File-like backings (memfd, tmpfs, hugetlbfs) get their pages
+ * released with a hole punch, which reads back as zeros and frees the memory;
+ * device memory (/dev/mem, DAX) is written with zeros through a mapping, one
+ * window at a time, yielding to the event loop between windows so signals and
+ * timers keep working.
+ */
+export async function scrubAperture(
+  aperture: Aperture,
+  onProgress: (p: ScrubProgress) => void = () => {},
+  shouldStop: () => boolean = () => false,
+): Promise<'done' | 'stopped'> {
+  const { fd, fdOffset, size } = aperture.memory;
+  let punch = aperture.kind !== 'char-device';
+  for (let done = 0; done < size; ) {
+    if (shouldStop()) return 'stopped';
+    const len = Math.min(WINDOW, size - done);
+    if (punch) {
+      try {
+        native.fallocatePunchHole(fd, fdOffset + done, len);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== 'EOPNOTSUPP' && code !== 'ENOTSUP' && code !== 'ENODEV') throw err;
+        punch = false;
+        continue;
+      }
+    } else {
+      zeroThroughMapping(fd, fdOffset + done, len);
+    }
+    done += len;
+    onProgress({ done, total: size });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return 'done';
+}
+
+function zeroThroughMapping(fd: number, offset: number, len: number): void {
+  const page = native.pageSize();
+  const start = offset - (offset % page);
+  const mapLen = len + (offset - start);
+  const map = native.mmap(fd, mapLen, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, start);
+  try {
+    native.fillMemory(map, offset - start, len, 0);
+  } finally {
+    native.munmap(map);
+  }
+}
