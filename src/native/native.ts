@@ -133,6 +133,12 @@ export interface NativeBinding {
   munmap(ab: ArrayBuffer): void;
   /** memset(byte) over [offset, offset + length); RangeError when out of bounds. */
   fillMemory(ab: ArrayBuffer | ArrayBufferView, offset: number, length: number, byte: number): void;
+  /**
+   * fcntl(F_ADD_SEALS): e.g. F_SEAL_SHRINK | F_SEAL_GROW on a memfd made with
+   * MFD_ALLOW_SEALING, so a peer holding the fd cannot truncate memory the
+   * daemon has mapped (which would fault the daemon with SIGBUS).
+   */
+  addSeals(fd: number, seals: number): void;
   /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE). */
   fallocatePunchHole(fd: number, offset: number, length: number): void;
   pageSize(): number;
@@ -151,6 +157,9 @@ export interface NativeBinding {
   readonly DISCONNECT: number;
   readonly MFD_ALLOW_SEALING: number;
   readonly MFD_HUGETLB: number;
+  readonly F_SEAL_SEAL: number;
+  readonly F_SEAL_SHRINK: number;
+  readonly F_SEAL_GROW: number;
   readonly MFD_HUGE_2MB: number;
   readonly MFD_HUGE_1GB: number;
   readonly PROT_READ: number;
