@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import { native } from '../native/native.js';
+import type { MemoryBacking } from '../device/memory-bar.js';
 import { FdMemory } from './fd-memory.js';
+import { WindowedMemory } from './windowed-memory.js';
 
 export type ApertureKind = 'memfd' | 'file' | 'char-device';
 
@@ -17,7 +19,7 @@ export interface ApertureOptions {
 export interface Aperture {
   readonly kind: ApertureKind;
   readonly path: string | null;
-  readonly memory: FdMemory;
+  readonly memory: MemoryBacking;
   close(): void;
 }
 
@@ -35,9 +37,11 @@ export function openAperture(opts: ApertureOptions): Aperture {
   }
   const end = opts.base + opts.size;
   if (!opts.path) {
-    const fd = native.memfdCreate('nvgrace-aperture', 0);
+    const fd = native.memfdCreate('nvgrace-aperture', native.MFD_ALLOW_SEALING);
     try {
       fs.ftruncateSync(fd, end);
+      // The client gets this fd: sealed, it cannot shrink the memory under the daemon's mappings.
+      native.addSeals(fd, native.F_SEAL_SHRINK | native.F_SEAL_GROW | native.F_SEAL_SEAL);
     } catch (err) {
       native.closeFd(fd);
       throw err;
@@ -74,12 +78,18 @@ export function openAperture(opts: ApertureOptions): Aperture {
 
 function wrap(kind: ApertureKind, path: string | null, fd: number, opts: ApertureOptions): Aperture {
   let open = true;
+  // Trapped accesses go through mapped windows where nobody can truncate the
+  // backing (a sealed memfd); files anyone may shrink are read with pread/pwrite.
+  const windows = kind === 'memfd' ? new WindowedMemory(fd, opts.base, opts.size) : null;
   return {
     kind,
     path,
-    memory: new FdMemory(fd, opts.base, opts.size),
+    memory: windows ?? new FdMemory(fd, opts.base, opts.size),
     close() {
-      if (open) fs.closeSync(fd);
+      if (open) {
+        windows?.unmapAll();
+        fs.closeSync(fd);
+      }
       open = false;
     },
   };

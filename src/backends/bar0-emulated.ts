@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { native } from '../native/native.js';
 import type { Bar0Source } from './bar0-source.js';
-import { FdMemory } from './fd-memory.js';
+import { MappedMemory } from './mapped-memory.js';
 
 export const EMULATED_BAR0_SIZE = 16 * 1024 * 1024;
 
@@ -15,14 +15,17 @@ export const READY_VALUE = 0xff;
 
 /** A register file in shared memory, mapped by the client like a real BAR0. */
 export function openEmulatedBar0(): Bar0Source {
-  const fd = native.memfdCreate('nvgrace-bar0', 0);
+  const fd = native.memfdCreate('nvgrace-bar0', native.MFD_ALLOW_SEALING);
+  let memory: MappedMemory;
   try {
     fs.ftruncateSync(fd, EMULATED_BAR0_SIZE);
+    // The client gets this fd: sealed, it cannot shrink the file under the daemon's mapping.
+    native.addSeals(fd, native.F_SEAL_SHRINK | native.F_SEAL_GROW | native.F_SEAL_SEAL);
+    memory = new MappedMemory(fd, 0, EMULATED_BAR0_SIZE);
   } catch (err) {
     native.closeFd(fd);
     throw err;
   }
-  const memory = new FdMemory(fd, 0, EMULATED_BAR0_SIZE);
   const ready = Buffer.alloc(4);
   ready.writeUInt32LE(READY_VALUE);
   const reset = () => {
@@ -37,7 +40,10 @@ export function openEmulatedBar0(): Bar0Source {
     barSize: EMULATED_BAR0_SIZE,
     reset,
     close() {
-      if (open) native.closeFd(fd);
+      if (open) {
+        memory.unmap();
+        native.closeFd(fd);
+      }
       open = false;
     },
   };
