@@ -62,10 +62,12 @@ const MIN_READ_SPACE = 4096;
  * It knows nothing of commands.
  *
  * Framing reads as many bytes as the socket holds with one recvmsg and hands
- * out whole messages in place from the receive buffer, so a message usually
- * costs a single recvmsg. A short read means the socket was drained: the next
- * read waits for the poller (level-triggered) instead of spending a syscall on
- * EAGAIN.
+ * out whole messages in place from the receive buffer, so a message costs a
+ * single recvmsg. After the replies are sent it reads again until EAGAIN: a
+ * client waiting for a reply usually runs on the same CPU, preempts the daemon
+ * as soon as the reply is sent and has its next request queued by the time the
+ * daemon resumes, which that read then takes without a trip through the event
+ * loop (bench/NOTES.md has the numbers).
  *
  * fds: the kernel ends a recvmsg with the segment that carried them, and a
  * sender attaches them to the sendmsg that starts its message, so they belong
@@ -82,8 +84,6 @@ export class Connection {
   private end = 0;
   /** Stream position of recvBuf[0]: bytes dropped from the front so far. */
   private base = 0;
-  /** The last read filled all the space it was given: the socket may hold more. */
-  private mayHaveMore = true;
   private readonly fdBatches: FdBatch[] = [];
   /** Handed to the sink for the (usual) message without fds. */
   private readonly noFds: number[] = [];
@@ -193,13 +193,10 @@ export class Connection {
       return;
     }
     if (events & native.WRITABLE) this.flush();
-    if (!this.closed && events & (native.READABLE | native.DISCONNECT)) {
-      this.mayHaveMore = true;
-      this.readMessages();
-    }
+    if (!this.closed && events & (native.READABLE | native.DISCONNECT)) this.readMessages();
   }
 
-  /** Hands out buffered whole messages, reading more while the socket may hold some. */
+  /** Hands out buffered whole messages, reading more until the socket is empty. */
   private readMessages(): void {
     let handled = 0;
     while (!this.closed && !this.busy && this.queuedBytes <= this.limits.highWaterBytes) {
@@ -214,7 +211,6 @@ export class Connection {
         this.dispatch(size);
         continue;
       }
-      if (!this.mayHaveMore) break;
       const n = this.receive();
       if (n < 0) break; // EAGAIN, or closed for too many fds
       if (n === 0) {
@@ -290,7 +286,6 @@ export class Connection {
       return -1;
     }
     if (n > 0) this.end += n;
-    this.mayHaveMore = n === want;
     if (nfds > 0) {
       const fds: number[] = [];
       for (let i = 1; i <= nfds; i++) fds.push(this.fdScratch[i]!);
@@ -362,12 +357,10 @@ export class Connection {
 
   /** The fds of the message at stream position `at`; the sink may take them out of the array. */
   private takeFds(at: number): number[] {
-    if (this.fdBatches.length === 0) {
-      this.noFds.length = 0;
-      return this.noFds;
-    }
+    // Emptied only when a sink left something in it: setting length goes through the runtime.
+    if (this.noFds.length !== 0) this.noFds.length = 0;
+    if (this.fdBatches.length === 0) return this.noFds;
     let fds = this.noFds;
-    fds.length = 0;
     while (this.fdBatches.length > 0 && this.fdBatches[0]!.at <= at) {
       const b = this.fdBatches.shift()!;
       if (b.at === at) fds = b.fds;
