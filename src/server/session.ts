@@ -34,6 +34,8 @@ import {
   encodeRegionInfoReply,
   encodeVersion,
   regionInfoSize,
+  writeEchoReply,
+  writeEmptyReply,
   writeErrorReply,
   writeRegionReadReply,
   writeRegionWriteReply,
@@ -186,7 +188,7 @@ export class Session implements MessageSink {
     const fd = fds.length === 1 ? fds[0]! : null;
     this.device.dma.add(m.address, m.size, m.flags, fd, m.offset);
     fds.length = 0; // the table owns the fd now
-    this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
+    if (!noReply) this.channel.send(this.replyBuf, writeEmptyReply(this.replyBuf, h.id, h.command));
   }
 
   private dmaUnmap(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
@@ -201,8 +203,7 @@ export class Session implements MessageSink {
     } else {
       this.device.dma.remove(u.address, u.size);
     }
-    const echo = buf.subarray(at, at + Size.DMA_UNMAP);
-    this.reply(h, encodeEchoReply(h.id, h.command, echo), noReply);
+    if (!noReply) this.channel.send(this.replyBuf, writeEchoReply(this.replyBuf, h.id, h.command, buf, at, Size.DMA_UNMAP));
   }
 
   private deviceInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
