@@ -1,5 +1,6 @@
 import { native } from '../native/native.js';
 import type { Aperture } from './aperture.js';
+import { zeroThroughMapping } from './scrub-primitive.js';
 
 export type ScrubMode = 'never' | 'on-release' | 'on-start';
 export const SCRUB_MODES: readonly ScrubMode[] = ['never', 'on-release', 'on-start'];
@@ -47,16 +48,4 @@ export async function scrubAperture(
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   return 'done';
-}
-
-function zeroThroughMapping(fd: number, offset: number, len: number): void {
-  const page = native.pageSize();
-  const start = offset - (offset % page);
-  const mapLen = len + (offset - start);
-  const map = native.mmap(fd, mapLen, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, start);
-  try {
-    native.fillMemory(map, offset - start, len, 0);
-  } finally {
-    native.munmap(map);
-  }
 }
