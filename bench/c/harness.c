@@ -3,12 +3,12 @@
  * daemon over its socket and the floor (the same client code against a C peer, or
  * plain memcpy/memset) in alternating runs, and prints one JSON object.
  *
- *   rtt     --socket S --iters N --runs K --target REGION:OFFSET:COUNT ...
+ *   rtt     --socket S --iters N --runs K --target REGION:OFFSET:COUNT ... [--pid DAEMON] [--depth D]
  *   posted  --socket S --msgs N --runs K --region R --offset O
  *   multi   --socket S --msgs N --entries E --runs K --region R --offset O
  *   dma     --socket S --pairs N --runs K
  *   mapped  --socket S --path P --bytes B --runs K
- *   memset  --path P --bytes B --runs K
+ *   memset  --path P --bytes B --runs K [--entries WINDOW_BYTES]
  *   startup --socket S --reads N -- COMMAND ARGS...   (one run)
  */
 #define _GNU_SOURCE
@@ -31,6 +31,20 @@
 #define MAX_TARGETS 8
 
 static long depth = 1; /* requests in flight per round trip (--depth, a diagnostic) */
+static long daemon_pid = 0; /* --pid: also report the daemon's CPU time per request */
+static int floor_first = 0; /* --floor-first 1: time the floor before the daemon in each run */
+
+/* Nanoseconds the main thread of `pid` has run (schedstat), or 0 when unknown. */
+static uint64_t cpu_ns(long pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/schedstat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  unsigned long long ns = 0;
+  if (fscanf(f, "%llu", &ns) != 1) ns = 0;
+  fclose(f);
+  return ns;
+}
 
 typedef struct {
   const char *socket, *path;
@@ -63,6 +77,8 @@ static void parse(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--entries")) o->entries = atol(v);
     else if (!strcmp(a, "--pairs")) o->pairs = atol(v);
     else if (!strcmp(a, "--reads")) o->reads = atol(v);
+    else if (!strcmp(a, "--pid")) daemon_pid = atol(v);
+    else if (!strcmp(a, "--floor-first")) floor_first = atoi(v);
     else if (!strcmp(a, "--depth")) {
       depth = atol(v);
       if (depth < 1 || depth > 64) die("--depth must be 1..64");
@@ -95,17 +111,40 @@ static void check_reply(const uint8_t *rep, const char *what) {
 
 /* ---- trapped round trip ------------------------------------------------- */
 
-/* Nanoseconds per request of `req` answered by `replen` bytes, `depth` at a time. */
-static double round_trips(int fd, const uint8_t *req, size_t reqlen, size_t replen, long iters) {
+typedef struct {
+  double mean, p50, p99; /* ns per request */
+} rtt_stats;
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Round trips of `req` answered by `replen` bytes, `depth` requests at a time. Each
+ * round trip is timed: the median is what a request costs, robust to the odd
+ * one delayed by other work on the machine; the mean and p99 are kept too. */
+static rtt_stats round_trips(int fd, const uint8_t *req, size_t reqlen, size_t replen, long iters) {
   static uint8_t reqs[64 * (HDR + ACCESS)], rep[64 * (HDR + ACCESS + 4096)];
+  long rounds = (iters + depth - 1) / depth;
+  uint32_t *lat = malloc((size_t)rounds * sizeof *lat);
+  if (!lat) die("out of memory");
   for (long k = 0; k < depth; k++) memcpy(reqs + k * reqlen, req, reqlen);
-  uint64_t t0 = now_ns();
-  for (long i = 0; i < iters; i += depth) {
+  uint64_t start = now_ns(), t = start;
+  for (long i = 0; i < rounds; i++) {
     write_all(fd, reqs, reqlen * (size_t)depth);
     read_exact(fd, rep, replen * (size_t)depth);
     check_reply(rep, "round trip");
+    uint64_t u = now_ns();
+    uint64_t d = u - t;
+    lat[i] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    t = u;
   }
-  return (double)(now_ns() - t0) / (double)iters;
+  rtt_stats s = {.mean = (double)(t - start) / (double)(rounds * depth)};
+  qsort(lat, (size_t)rounds, sizeof *lat, cmp_u32);
+  s.p50 = (double)lat[rounds / 2] / (double)depth;
+  s.p99 = (double)lat[rounds * 99 / 100] / (double)depth;
+  free(lat);
+  return s;
 }
 
 static void cmd_rtt(options *o) {
@@ -114,8 +153,12 @@ static void cmd_rtt(options *o) {
   client_negotiate(fd);
   floor_peer fl;
   floor_start(&fl);
-  double *d = calloc((size_t)(o->runs * o->ntargets), sizeof *d);
-  double *f = calloc((size_t)(o->runs * o->ntargets), sizeof *f);
+  size_t cells = (size_t)(o->runs * o->ntargets);
+  double *d = calloc(cells, sizeof *d), *f = calloc(cells, sizeof *f);
+  double *dm = calloc(cells, sizeof *dm), *fm = calloc(cells, sizeof *fm);
+  double *d99 = calloc(cells, sizeof *d99), *f99 = calloc(cells, sizeof *f99);
+  double *dc = calloc(cells, sizeof *dc), *fc = calloc(cells, sizeof *fc);
+  double *cd = calloc(cells, sizeof *cd), *cf = calloc(cells, sizeof *cf); /* the client's own CPU */
   uint8_t req[HDR + ACCESS];
   for (int t = 0; t < o->ntargets; t++) {
     if (o->t_count[t] > 4096) die("rtt count above 4096");
@@ -128,8 +171,26 @@ static void cmd_rtt(options *o) {
     for (int t = 0; t < o->ntargets; t++) {
       size_t len = msg_region_read(req, 7, o->t_region[t], o->t_offset[t], o->t_count[t]);
       size_t rl = HDR + ACCESS + o->t_count[t];
-      d[t * o->runs + r] = round_trips(fd, req, len, rl, o->iters);
-      f[t * o->runs + r] = round_trips(fl.fd, req, len, rl, o->iters);
+      long k = t * o->runs + r;
+      rtt_stats ds = {0}, fs = {0};
+      uint64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (int pass = 0; pass < 2; pass++) {
+        if ((pass == 0) != (floor_first != 0)) {
+          c0 = cpu_ns(daemon_pid), s0 = cpu_ns(getpid());
+          ds = round_trips(fd, req, len, rl, o->iters);
+          c1 = cpu_ns(daemon_pid), s1 = cpu_ns(getpid());
+        } else {
+          c2 = cpu_ns(fl.pid), s2 = cpu_ns(getpid());
+          fs = round_trips(fl.fd, req, len, rl, o->iters);
+          c3 = cpu_ns(fl.pid), s3 = cpu_ns(getpid());
+        }
+      }
+      cd[k] = (double)(s1 - s0) / (double)o->iters;
+      cf[k] = (double)(s3 - s2) / (double)o->iters;
+      d[k] = ds.p50, dm[k] = ds.mean, d99[k] = ds.p99;
+      f[k] = fs.p50, fm[k] = fs.mean, f99[k] = fs.p99;
+      dc[k] = (double)(c1 - c0) / (double)o->iters;
+      fc[k] = (double)(c3 - c2) / (double)o->iters;
     }
   }
   printf("{\"targets\":[");
@@ -137,6 +198,16 @@ static void cmd_rtt(options *o) {
     printf("%s{\"region\":%u,\"offset\":%llu,\"count\":%u,", t ? "," : "", o->t_region[t],
            (unsigned long long)o->t_offset[t], o->t_count[t]);
     print_series("daemon_ns", d + t * o->runs, o->runs, 0);
+    print_series("daemon_mean_ns", dm + t * o->runs, o->runs, 0);
+    print_series("daemon_p99_ns", d99 + t * o->runs, o->runs, 0);
+    if (daemon_pid) {
+      print_series("daemon_cpu_ns", dc + t * o->runs, o->runs, 0);
+      print_series("floor_cpu_ns", fc + t * o->runs, o->runs, 0);
+      print_series("client_cpu_with_daemon_ns", cd + t * o->runs, o->runs, 0);
+      print_series("client_cpu_with_floor_ns", cf + t * o->runs, o->runs, 0);
+    }
+    print_series("floor_mean_ns", fm + t * o->runs, o->runs, 0);
+    print_series("floor_p99_ns", f99 + t * o->runs, o->runs, 0);
     print_series("floor_ns", f + t * o->runs, o->runs, 1);
     printf("}");
   }
@@ -274,10 +345,17 @@ static void cmd_mapped(options *o) {
   double *rd = calloc((size_t)o->runs, sizeof *rd), *rf = calloc((size_t)o->runs, sizeof *rf);
   double *wd = calloc((size_t)o->runs, sizeof *wd), *wf = calloc((size_t)o->runs, sizeof *wf);
   for (long r = 0; r < o->runs; r++) {
-    rd[r] = copy_gbps(buf, via, n);
-    rf[r] = copy_gbps(buf, direct, n);
-    wd[r] = copy_gbps(via, buf, n);
-    wf[r] = copy_gbps(direct, buf, n);
+    if (r % 2 == 0) { /* alternate which goes first, so neither gains from the order */
+      rd[r] = copy_gbps(buf, via, n);
+      rf[r] = copy_gbps(buf, direct, n);
+      wd[r] = copy_gbps(via, buf, n);
+      wf[r] = copy_gbps(direct, buf, n);
+    } else {
+      rf[r] = copy_gbps(buf, direct, n);
+      rd[r] = copy_gbps(buf, via, n);
+      wf[r] = copy_gbps(direct, buf, n);
+      wd[r] = copy_gbps(via, buf, n);
+    }
   }
   printf("{\"bytes\":%zu,", n);
   print_series("read_daemon_gbps", rd, o->runs, 0);
@@ -288,25 +366,43 @@ static void cmd_mapped(options *o) {
   close(fd);
 }
 
-/* ---- memset floor of the scrub ----------------------------------------- */
+/* ---- memset floors of the scrub ---------------------------------------- */
+
+/* Zeroes [offset, offset + n) of fd window by window, each mapped (MAP_POPULATE)
+ * and unmapped again: what any scrubber of this memory has to do. GB/s. */
+static double memset_windows(int fd, uint64_t offset, size_t n, size_t window) {
+  uint64_t t0 = now_ns();
+  for (size_t done = 0; done < n; done += window) {
+    size_t len = n - done < window ? n - done : window;
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, (off_t)(offset + done));
+    if (p == MAP_FAILED) die("mmap: %s", strerror(errno));
+    memset(p, 0, len);
+    __asm__ volatile("" ::: "memory");
+    munmap(p, len);
+  }
+  return (double)n / (double)(now_ns() - t0);
+}
 
 static void cmd_memset(options *o) {
   if (!o->path || o->bytes <= 0) die("memset needs --path and --bytes");
   int fd = open(o->path, O_RDWR | O_CLOEXEC);
   if (fd < 0) die("open %s: %s", o->path, strerror(errno));
   size_t n = (size_t)o->bytes;
+  size_t window = o->entries > 0 ? (size_t)o->entries : n; /* --entries doubles as the window size */
   uint8_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)o->offset);
   if (p == MAP_FAILED) die("mmap: %s", strerror(errno));
   memset(p, 0x77, n); /* populated, as a tenant leaves it, and mapped */
-  double *f = calloc((size_t)o->runs, sizeof *f);
+  double *f = calloc((size_t)o->runs, sizeof *f), *w = calloc((size_t)o->runs, sizeof *w);
   for (long r = 0; r < o->runs; r++) {
     uint64_t t0 = now_ns();
     memset(p, 0, n);
     __asm__ volatile("" ::: "memory");
     f[r] = (double)n / (double)(now_ns() - t0);
+    w[r] = memset_windows(fd, o->offset, n, window);
   }
-  printf("{\"bytes\":%zu,", n);
-  print_series("floor_gbps", f, o->runs, 1);
+  printf("{\"bytes\":%zu,\"window\":%zu,", n, window);
+  print_series("in_place_gbps", f, o->runs, 0);
+  print_series("windowed_gbps", w, o->runs, 1);
   printf("}\n");
   munmap(p, n);
   close(fd);
