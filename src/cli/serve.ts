@@ -17,9 +17,16 @@ export interface ServeOptions {
   socketGroup?: number | undefined;
   allowUids?: number[];
   scrub?: ScrubMode;
-  apertureSize: number;
+  /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
+  apertureSize?: number | undefined;
   apertureBase: number;
   aperturePath?: string | undefined;
+  /** Huge page size in bytes (2 MiB or 1 GiB). */
+  apertureHugePages?: number | undefined;
+  apertureNumaNode?: number | undefined;
+  /** For tests: the CPU architecture start-up warnings are for, and where sysfs is. */
+  arch?: string | undefined;
+  sysfsRoot?: string | undefined;
   bar0: Bar0Spec;
   vendorId: number;
   deviceId: number;
@@ -28,6 +35,7 @@ export interface ServeOptions {
 
 export interface Running {
   daemon: Daemon;
+  aperture: Aperture;
   stop(): void;
 }
 
@@ -40,7 +48,12 @@ export function startDaemon(opts: ServeOptions): Running {
     base: opts.apertureBase,
     path: opts.aperturePath,
     pageSize,
+    hugePageSize: opts.apertureHugePages,
+    numaNode: opts.apertureNumaNode,
+    arch: opts.arch,
+    sysfsRoot: opts.sysfsRoot,
   });
+  for (const w of aperture.warnings) log.warn(w);
   let bar0: Bar0Source;
   try {
     bar0 = opts.bar0.kind === 'emulated' ? openEmulatedBar0() : openFileBar0(opts.bar0.path);
@@ -78,10 +91,9 @@ export function startDaemon(opts: ServeOptions): Running {
       device: hex(opts.deviceId, 4),
       bar0: { source: bar0.description, size: formatSize(device.bar0.size) },
       bar2: {
-        backing: aperture.kind,
-        path: aperture.path,
+        backing: aperture.facts,
         base: hex(opts.apertureBase),
-        memory: formatSize(opts.apertureSize),
+        memory: formatSize(aperture.memory.size),
         size: formatSize(device.aperture.size),
         mapped: formatSize(device.aperture.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
       },
@@ -92,6 +104,7 @@ export function startDaemon(opts: ServeOptions): Running {
   let stopped = false;
   return {
     daemon,
+    aperture,
     stop() {
       if (stopped) return;
       stopped = true;
