@@ -60,6 +60,11 @@ export class WindowedMemory implements MemoryBacking {
     }
   }
 
+  /** How many windows are mapped now. */
+  get mappedWindows(): number {
+    return this.buffers.length;
+  }
+
   /** Unmaps every window; the memory must not be used afterwards. */
   close(): void {
     for (const b of this.buffers) native.munmap(b);
