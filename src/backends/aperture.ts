@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import nodePath from 'node:path';
 import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, native } from '../native/native.js';
 import { devMajorMinor, findDaxDevice, type DaxDevice } from './device-dax.js';
@@ -162,6 +163,10 @@ function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture 
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT') throw new ApertureError(`cannot open aperture ${path}: ${(err as Error).message}`);
+    if (isDeviceNodePath(path)) {
+      // creating it would put a RAM file where a device was meant (e.g. /dev/mem on a kernel without CONFIG_DEVMEM)
+      throw new ApertureError(`aperture ${path} does not exist; a missing device node is not created as a file`);
+    }
     try {
       fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
     } catch (err2) {
@@ -303,6 +308,12 @@ function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory
       fs.closeSync(fd);
     },
   };
+}
+
+/** A path in /dev that names a device, not a file on one of its memory filesystems. */
+function isDeviceNodePath(p: string): boolean {
+  const abs = nodePath.resolve(p);
+  return abs.startsWith('/dev/') && !abs.startsWith('/dev/shm/') && !abs.startsWith('/dev/hugepages/');
 }
 
 function checkFileSize(path: string, size: number, created: boolean, end: number): void {

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { backingWarnings, charDeviceKind, openAperture, type BackingFacts } from '../../src/backends/aperture.js';
 
@@ -43,6 +44,13 @@ describe('backing facts', () => {
       expect(zero.warnings).toEqual([]);
     } finally {
       zero.close();
+    }
+  });
+
+  it('never creates a missing device node as a file', () => {
+    for (const p of ['/dev/nvgrace-no-such-mem', '/dev/dax99.0']) {
+      expect(() => openAperture({ size: 1 << 20, base: 0, path: p, pageSize: 4096 })).toThrow(`aperture ${p} does not exist; a missing device node is not created as a file`);
+      expect(fs.existsSync(p)).toBe(false);
     }
   });
 });
