@@ -79,7 +79,16 @@ describe('a guest on the cacheable backings', () => {
   });
   const cleanup: (() => void)[] = [];
   afterEach(() => {
-    for (const f of cleanup.splice(0).reverse()) f();
+    // every step runs even when one fails: a mount or a daemon left behind outlives the test
+    const errors: unknown[] = [];
+    for (const f of cleanup.splice(0).reverse()) {
+      try {
+        f();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (errors.length > 0) throw errors[0];
   });
 
   it('serves huge pages and NUMA-bound memory that QEMU maps as such', async (ctx) => {

@@ -26,7 +26,7 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-async function withLock<T>(fn: () => T): Promise<T> {
+async function withLock<T>(fn: () => T | Promise<T>): Promise<T> {
   const start = Date.now();
   for (;;) {
     try {
@@ -41,7 +41,7 @@ async function withLock<T>(fn: () => T): Promise<T> {
     }
   }
   try {
-    return fn();
+    return await fn();
   } finally {
     fs.rmSync(LOCK, { force: true });
   }
@@ -80,7 +80,16 @@ export async function reserveHugePages(pageSize: number, count: number): Promise
     async release() {
       if (released) return;
       released = true;
-      await withLock(() => fs.writeFileSync(knob, String(Math.max(0, readCount(knob) - count))));
+      await withLock(async () => {
+        // pages still in use (a mapping not yet gone) keep the pool from shrinking: retry a while
+        const target = Math.max(0, readCount(knob) - count);
+        for (let i = 0; i < 100; i++) {
+          fs.writeFileSync(knob, String(target));
+          if (readCount(knob) <= target) return;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        console.warn(`huge page pool ${knob} stays at ${readCount(knob)} (wanted ${target}): pages still in use`);
+      });
     },
   };
 }
