@@ -1,7 +1,6 @@
 // Socket activation as systemd does it, through systemd-socket-activate: it
 // binds the socket, and on the first connection execs the daemon with the
 // listening socket as fd 3 (LISTEN_FDS=1, LISTEN_PID = the daemon).
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,32 +8,10 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../src/client/client.js';
 import { ActivationError, LISTEN_FDS_START, takeListenFd } from '../../src/service/activation.js';
 import { RegionIndex } from '../../src/wire/constants.js';
-import { CLI, finished, type spawnCli } from '../helpers/cli.js';
-import { ensureSystemdTools } from './helpers.js';
-
-type Child = ReturnType<typeof spawnCli>;
+import { finished } from '../helpers/cli.js';
+import { activate, ensureSystemdTools, untilChild as until } from './helpers.js';
 
 beforeAll(() => ensureSystemdTools(), 300_000);
-
-/** systemd-socket-activate listening on `socket`, running the daemon with `args` and `env`. */
-function activate(socket: string, args: string[], env: Record<string, string> = {}): Child {
-  const setenv = Object.entries(env).map(([k, v]) => `--setenv=${k}=${v}`);
-  const child = spawn('systemd-socket-activate', ['--listen', socket, ...setenv, process.execPath, CLI, 'serve', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  }) as Child;
-  child.out = { stdout: '', stderr: '' };
-  child.stdout!.on('data', (b: Buffer) => (child.out.stdout += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (child.out.stderr += b.toString()));
-  return child;
-}
-
-async function until(cond: () => boolean, what: string, child: Child): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > 10_000) throw new Error(`timed out waiting for ${what}: ${child.out.stderr}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('socket activation', () => {
   let dir: string;

@@ -6,6 +6,8 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../src/client/client.js';
 import { finished, spawnCli, waitForLog } from '../helpers/cli.js';
+import pino from 'pino';
+import { ServiceNotifier, watchdogInterval } from '../../src/service/notify.js';
 import { NotifyReceiver } from './helpers.js';
 
 describe('sd_notify', () => {
@@ -100,5 +102,25 @@ describe('sd_notify', () => {
     } finally {
       daemon.kill('SIGKILL');
     }
+  });
+});
+
+describe('watchdogInterval', () => {
+  it('uses WATCHDOG_USEC only when WATCHDOG_PID is unset or this process', () => {
+    expect(watchdogInterval({ WATCHDOG_USEC: '30000000' }, 7)).toBe(30_000_000);
+    expect(watchdogInterval({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '7' }, 7)).toBe(30_000_000);
+    expect(watchdogInterval({ WATCHDOG_USEC: '30000000', WATCHDOG_PID: '8' }, 7)).toBeNull();
+    expect(watchdogInterval({ WATCHDOG_USEC: '0' }, 7)).toBeNull();
+    expect(watchdogInterval({ WATCHDOG_USEC: 'soon' }, 7)).toBeNull();
+    expect(watchdogInterval({}, 7)).toBeNull();
+  });
+
+  it('a notifier without NOTIFY_SOCKET sends nothing and starts no timer', () => {
+    const n = ServiceNotifier.fromEnv(pino({ level: 'silent' }), { WATCHDOG_USEC: '1000' }, 7);
+    expect(n.enabled).toBe(false);
+    n.startWatchdog();
+    n.notifyReady();
+    n.status('x');
+    n.stopping();
   });
 });
