@@ -86,7 +86,12 @@ describe('socket activation, qemu-args and metrics with a real guest', () => {
       for (let n = 1; n <= NUMA_NODES; n++) expect(r.output, why).toMatch(new RegExp(`NODE node${n} MemTotal: *0 kB`));
 
       expect(attached, 'metrics never showed QEMU attached with DMA maps').not.toBeNull();
-      const after = await scrapeMetrics(port);
+      // QEMU has exited; the daemon sees the EOF on its own schedule
+      let after = await scrapeMetrics(port);
+      for (let i = 0; i < 100 && after.get('nvgrace_vfio_user_client_attached') !== 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        after = await scrapeMetrics(port);
+      }
       expect(after.get('nvgrace_vfio_user_client_connections_total')).toBe(2); // qemu-args, then QEMU
       expect(after.get('nvgrace_vfio_user_client_attached')).toBe(0);
       expect(after.get('nvgrace_vfio_user_messages_total{command="DMA_MAP"}')).toBeGreaterThan(0);
