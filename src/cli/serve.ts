@@ -86,14 +86,13 @@ export function startDaemon(opts: ServeOptions): Running {
   }
   const memory = { backing: aperture.kind, path: aperture.path, base: hex(opts.apertureBase), size: formatSize(opts.apertureSize) };
   const bars: Record<string, unknown> = { bar0: { source: bar0.description, size: formatSize(device.bar0.size) } };
-  for (const b of device.memoryBars) {
-    const part = device.memoryLayout.bars.find((p) => p.bar === b.index)!;
-    bars[`bar${b.index}`] = {
+  for (const part of device.memoryLayout.bars) {
+    bars[`bar${part.bar}`] = {
       holds: part.role,
       offset: hex(part.offset),
       memory: formatSize(part.length),
-      size: formatSize(b.size),
-      mapped: formatSize(b.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
+      size: formatSize(part.barSize),
+      mapped: formatSize(device.region(part.bar)?.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
     };
   }
   log.info({ vendor: hex(opts.vendorId, 4), device: hex(deviceId, 4), layout: layoutName, memory, ...bars }, 'device ready');
