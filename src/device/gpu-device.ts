@@ -89,6 +89,7 @@ export class GpuDevice {
 
   constructor(private readonly opts: GpuDeviceOptions) {
     const bar0Size = opts.bar0.barSize;
+    if (bar0Size < 2 * MSIX_WINDOW) throw new Error(`BAR0 of ${bar0Size} bytes leaves no room for the MSI-X table (need ${2 * MSIX_WINDOW})`);
     const vectors = opts.msixVectors ?? 16;
     this.msix = { vectors, bar: 0, tableOffset: bar0Size - MSIX_WINDOW, pbaOffset: bar0Size - MSIX_WINDOW / 2 };
 
@@ -193,7 +194,7 @@ function irqKinds(msixVectors: number): IrqKind[] {
   const ef = IrqInfoFlag.EVENTFD;
   return [
     { index: IrqIndex.INTX, name: 'INTx', count: 1, flags: ef | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED },
-    { index: IrqIndex.MSI, name: 'MSI', count: 0, flags: ef },
+    { index: IrqIndex.MSI, name: 'MSI', count: 1, flags: ef },
     { index: IrqIndex.MSIX, name: 'MSI-X', count: msixVectors, flags: ef | IrqInfoFlag.NORESIZE },
     { index: IrqIndex.ERR, name: 'ERR', count: 1, flags: ef },
     { index: IrqIndex.REQ, name: 'REQ', count: 1, flags: ef },
