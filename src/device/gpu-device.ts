@@ -42,6 +42,9 @@ export interface GpuDeviceOptions {
   msixVectors?: number;
 }
 
+/** The aperture BAR's size in the `bar2` layout: the memory size rounded up to a power of two, a page at least. */
+export { memoryBarSize as apertureBarSize } from './layout.js';
+
 /** Slot of the aperture BAR in the `bar2` layout: BAR2/3, as in the original nvgrace-gpu design. */
 export const APERTURE_BAR = RegionIndex.BAR2;
 

@@ -1,52 +1,16 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { openEmulatedBar0 } from '../../src/backends/bar0-emulated.js';
-import type { Bar0Source } from '../../src/backends/bar0-source.js';
-import { DEFAULT_IDENTITY, GpuDevice } from '../../src/device/gpu-device.js';
+import { describe, expect, it } from 'vitest';
+import type { GpuDevice } from '../../src/device/gpu-device.js';
 import type { LayoutName } from '../../src/device/layout.js';
-import type { MemoryBacking } from '../../src/device/memory-bar.js';
 import { RegionIndex } from '../../src/wire/constants.js';
+import { FakeMemory, makeDevice } from './fakes.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const PAGE = 4096;
 
-/** Sparse memory: bytes written are kept in a map, the rest reads as zero. */
-class SparseMemory implements MemoryBacking {
-  readonly fd = 1000;
-  readonly bytes = new Map<number, number>();
-  constructor(
-    readonly size: number,
-    readonly fdOffset = 0,
-  ) {}
-  read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void {
-    for (let i = 0; i < count; i++) dst[dstOffset + i] = this.bytes.get(offset + i) ?? 0;
-  }
-  write(offset: number, src: Uint8Array, srcOffset: number, count: number): void {
-    for (let i = 0; i < count; i++) this.bytes.set(offset + i, src[srcOffset + i]!);
-  }
-}
-
-const noop = () => {};
-
 describe('GpuDevice layouts', () => {
-  const opened: Bar0Source[] = [];
-  afterEach(() => {
-    for (const b of opened.splice(0)) b.close();
-  });
-
-  function device(layout: LayoutName | undefined, memory: MemoryBacking): GpuDevice {
-    const bar0 = openEmulatedBar0();
-    opened.push(bar0);
-    return new GpuDevice({
-      identity: DEFAULT_IDENTITY,
-      bar0,
-      aperture: memory,
-      ...(layout ? { layout } : {}),
-      pageSize: PAGE,
-      events: { signal: noop, close: noop },
-      dmaOps: { check: noop, map: () => new ArrayBuffer(0), unmap: noop, close: noop },
-      maxDmaMaps: 16,
-    });
+  function device(layout: LayoutName | undefined, memory: FakeMemory): GpuDevice {
+    return makeDevice({ aperture: memory, ...(layout ? { layout } : {}) }).device;
   }
 
   const cfg = (d: GpuDevice, off: number) => d.config.read32(off);
@@ -65,7 +29,7 @@ describe('GpuDevice layouts', () => {
   const sizeOf = (mask: bigint) => Number(((~(mask & ~0xfn)) & 0xffff_ffff_ffff_ffffn) + 1n);
 
   it('bar2 (the default): BAR0 and BAR2; BAR4 reads 0', () => {
-    const d = device(undefined, new SparseMemory(96 * MiB));
+    const d = device(undefined, new FakeMemory(96 * MiB));
     expect(d.layout.name).toBe('bar2');
     expect(d.region(RegionIndex.BAR2)?.size).toBe(128 * MiB);
     expect(d.region(RegionIndex.BAR4)).toBeNull();
@@ -76,7 +40,7 @@ describe('GpuDevice layouts', () => {
   });
 
   it('gh: BAR2 (resmem) and BAR4 (usemem) registers size and keep a base like hardware', () => {
-    const d = device('gh', new SparseMemory(2816 * MiB));
+    const d = device('gh', new FakeMemory(2816 * MiB));
     for (const [bar, size] of [[2, 2 * GiB], [4, 2 * GiB]] as const) {
       const at = 0x10 + 4 * bar;
       expect(cfg(d, at)).toBe(0xc); // 64-bit, prefetchable, base 0
@@ -101,7 +65,7 @@ describe('GpuDevice layouts', () => {
   });
 
   it('gh: a 4 GiB usemem BAR (beyond 32 bits) sizes through the high dword', () => {
-    const d = device('gh', new SparseMemory(3 * GiB + 256 * MiB));
+    const d = device('gh', new FakeMemory(3 * GiB + 256 * MiB));
     const mask = probe(d, 4);
     expect(Number(mask & 0xffffffffn)).toBe(0xc);
     expect(Number(mask >> 32n)).toBe(0xffffffff);
@@ -109,7 +73,7 @@ describe('GpuDevice layouts', () => {
   });
 
   it('gb: BAR4 holds all memory; BAR2/3 read 0 and ignore writes', () => {
-    const d = device('gb', new SparseMemory(160 * MiB));
+    const d = device('gb', new FakeMemory(160 * MiB));
     expect(d.region(RegionIndex.BAR2)).toBeNull();
     expect(d.region(RegionIndex.BAR4)?.size).toBe(256 * MiB);
     expect(sizeOf(probe(d, 4))).toBe(256 * MiB);
@@ -120,7 +84,7 @@ describe('GpuDevice layouts', () => {
 
   it('absent BARs (1, 3, 5 as halves aside) read 0 in every layout', () => {
     for (const [layout, absent] of [['bar2', [4]], ['gh', []], ['gb', [2]]] as const) {
-      const d = device(layout, new SparseMemory(2 * GiB));
+      const d = device(layout, new FakeMemory(2 * GiB));
       for (const bar of absent) {
         expect(cfg(d, 0x10 + 4 * bar)).toBe(0);
         expect(d.region(bar)).toBeNull();
@@ -131,13 +95,13 @@ describe('GpuDevice layouts', () => {
   });
 
   it('gh: each memory BAR reads and writes its own part of the aperture; each padding reads ~0 and drops writes', () => {
-    const mem = new SparseMemory(2816 * MiB);
+    const mem = new FakeMemory(2816 * MiB);
     const d = device('gh', mem);
     const use = d.region(RegionIndex.BAR4)!;
     const res = d.region(RegionIndex.BAR2)!;
     const useLen = 1536 * MiB;
-    mem.write(0x1000, Uint8Array.of(0xaa), 0, 1);
-    mem.write(useLen + 0x1000, Uint8Array.of(0xbb), 0, 1);
+    mem.poke(0x1000, [0xaa]);
+    mem.poke(useLen + 0x1000, [0xbb]);
     const one = new Uint8Array(1);
     use.read(0x1000, one, 0, 1);
     expect(one[0]).toBe(0xaa);
@@ -145,9 +109,9 @@ describe('GpuDevice layouts', () => {
     expect(one[0]).toBe(0xbb);
     // a write through BAR2 lands after usemem in the aperture
     res.write(0x20, Uint8Array.of(1, 2, 3, 4), 0, 4);
-    expect([0, 1, 2, 3].map((i) => mem.bytes.get(useLen + 0x20 + i))).toEqual([1, 2, 3, 4]);
+    expect(mem.peek(useLen + 0x20, 4)).toEqual([1, 2, 3, 4]);
     // the last byte of usemem and the first of the usemem padding
-    mem.write(useLen - 1, Uint8Array.of(0x5c), 0, 1);
+    mem.poke(useLen - 1, [0x5c]);
     const edge = new Uint8Array(2);
     use.read(useLen - 1, edge, 0, 2);
     expect([...edge]).toEqual([0x5c, 0xff]);
@@ -155,15 +119,15 @@ describe('GpuDevice layouts', () => {
     const pad = new Uint8Array(8);
     res.read(1280 * MiB + 8, pad, 0, 8);
     expect([...pad]).toEqual(new Array(8).fill(0xff));
-    const before = mem.bytes.size;
+    const before = mem.writes.length;
     res.write(1280 * MiB + 8, Uint8Array.of(9, 9, 9, 9), 0, 4);
     use.write(2 * GiB - 4, Uint8Array.of(9, 9, 9, 9), 0, 4);
-    expect(mem.bytes.size).toBe(before);
+    expect(mem.writes.length).toBe(before);
     expect(d.memoryBars.map((b) => b.padding.droppedWrites)).toEqual([1, 1]);
   });
 
   it('gh: each BAR maps its part straight from the aperture fd', () => {
-    const d = device('gh', new SparseMemory(2816 * MiB + 1000, 64 * PAGE));
+    const d = device('gh', new FakeMemory(2816 * MiB + 1000, 1000, 64 * PAGE));
     expect(d.region(RegionIndex.BAR4)!.mmap).toEqual({ fd: 1000, fdOffset: 64 * PAGE, areas: [{ offset: 0, size: 1536 * MiB }] });
     // resmem ends in a partial page: only whole pages are mapped, the rest is trapped
     expect(d.region(RegionIndex.BAR2)!.mmap).toEqual({
@@ -174,7 +138,7 @@ describe('GpuDevice layouts', () => {
   });
 
   it('describes the layout for reports', () => {
-    const d = device('gh', new SparseMemory(2816 * MiB));
+    const d = device('gh', new FakeMemory(2816 * MiB));
     expect(d.layout).toEqual({
       name: 'gh',
       summary: expect.stringContaining('Grace Hopper'),
@@ -189,6 +153,6 @@ describe('GpuDevice layouts', () => {
   });
 
   it('refuses a gh memory too small to split', () => {
-    expect(() => device('gh', new SparseMemory(GiB))).toThrow(/layout gh needs at least 1\.5 GiB/);
+    expect(() => device('gh', new FakeMemory(GiB))).toThrow(/layout gh needs at least 1\.5 GiB/);
   });
 });

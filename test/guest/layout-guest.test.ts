@@ -8,15 +8,12 @@ import { fillPattern, findPatternMismatch, shellQuote } from './bar-check.js';
 import { bootGuest, describeBoot, parseChecks } from './boot.js';
 import { buildInitramfs } from './initramfs.js';
 import { useQemu } from './qemu-fixture.js';
+import { vfioUserDevice } from './vfio-user-device.js';
 
 const MiB = 2 ** 20;
 const KiB = 1024;
 const qemu = useQemu();
 const hex = (n: number) => `0x${n.toString(16)}`;
-
-function vfioUserDevice(socket: string): string[] {
-  return ['-device', JSON.stringify({ driver: 'vfio-user-pci', id: 'gpu0', socket: { type: 'unix', path: socket } })];
-}
 
 interface Case {
   layout: LayoutName;
