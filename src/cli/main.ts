@@ -3,6 +3,7 @@ import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
 import { parseAddress, parseGid, parseMode, parsePciId, parseSize, parseUid } from './parse.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
+import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
 import { serve } from './serve.js';
 import { optionsFromEnv } from './env-options.js';
 import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
@@ -18,6 +19,9 @@ Examples:
   # a Grace Hopper host: the coherent memory through /dev/mem
   ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock \\
       --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
+
+  # the mainline Grace Hopper layout for NVIDIA's stock guest driver: usemem at BAR4, resmem at BAR2
+  ${NAME} serve --socket /tmp/gpu.sock --layout gh --aperture-size 96G
 
   # a file in /dev/shm that survives daemon restarts, and BAR0 from a sysfs resource
   ${NAME} serve --socket /tmp/gpu.sock --aperture-path /dev/shm/gpu0 --aperture-size 1G \\
@@ -43,7 +47,7 @@ function program(out: (line: string) => void): Command {
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
-    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); BAR2 is this rounded up to a power of two', parseSize, 96 * 2 ** 20)
+    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/mem, a regular, /dev/shm, hugetlbfs or DAX file (default: anonymous shared memory)')
     .addOption(new Option('--bar0 <source>', 'BAR0 registers: "emulated" or "file:PATH"').default('emulated').argParser((v) => {
@@ -53,12 +57,19 @@ function program(out: (line: string) => void): Command {
         throw new InvalidArgumentError((err as Error).message);
       }
     }))
+    .addOption(new Option('--layout <layout>', 'memory BARs: bar2 (all at BAR2), gh (Grace Hopper: usemem BAR4, resmem BAR2), gb (Grace Blackwell: all at BAR4)').choices(LAYOUT_NAMES).default('bar2'))
     .option('--vendor-id <id>', 'PCI vendor ID (hex)', parsePciId, 0x10de)
-    .option('--device-id <id>', 'PCI device ID (hex)', parsePciId, 0x2342)
+    .option('--device-id <id>', 'PCI device ID (hex); default 2342 (bar2, gh) or 2941 (gb)', parsePciId)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
     .option('--metrics-listen <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port is loopback only)', asArgument(parseListenAddress))
     .addHelpText('after', SERVE_EXAMPLES)
     .action(async (o, cmd: Command) => {
+      try {
+        planLayout(o.layout, o.apertureSize);
+      } catch (err) {
+        if (err instanceof LayoutError) cmd.error(`error: ${err.message} (--aperture-size)`, { exitCode: 2, code: 'nvgrace.layout' });
+        throw err;
+      }
       const listenFd = listenFdOrUsageError(cmd, o.socket);
       p.setOptionValue('exitCode', await serve({
         socket: o.socket,
@@ -72,6 +83,7 @@ function program(out: (line: string) => void): Command {
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,
         bar0: typeof o.bar0 === 'string' ? parseBar0Spec(o.bar0) : o.bar0,
+        layout: o.layout,
         vendorId: o.vendorId,
         deviceId: o.deviceId,
         logLevel: o.logLevel,

@@ -5,6 +5,7 @@ import type { Bar0Source, Bar0Spec } from '../backends/bar0-source.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
 import { DEFAULT_IDENTITY, GpuDevice } from '../device/gpu-device.js';
+import { deviceIdMismatch, LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
@@ -30,8 +31,11 @@ export interface ServeOptions {
   apertureBase: number;
   aperturePath?: string | undefined;
   bar0: Bar0Spec;
+  /** Which BARs hold the memory; default `bar2`. */
+  layout?: LayoutName | undefined;
   vendorId: number;
-  deviceId: number;
+  /** Default: the layout's (0x2342 for bar2 and gh, 0x2941 for gb). */
+  deviceId?: number | undefined;
   logLevel: string;
   /** Where to serve Prometheus metrics, if anywhere. */
   metricsListen?: ListenAddress | undefined;
@@ -55,6 +59,10 @@ export interface DaemonHooks {
 export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Running {
   const { log = createLogger(opts.logLevel), ...daemonHooks } = hooks;
   const pageSize = native.pageSize();
+  const layoutName = opts.layout ?? 'bar2';
+  // before the backing is opened (or created): a size the layout cannot split is refused up front
+  planLayout(layoutName, opts.apertureSize);
+  const deviceId = opts.deviceId ?? LAYOUTS[layoutName].defaultDeviceId;
   const aperture: Aperture = openAperture({
     size: opts.apertureSize,
     base: opts.apertureBase,
@@ -69,9 +77,10 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     throw err;
   }
   const device = new GpuDevice({
-    identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId: opts.deviceId },
+    identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId },
     bar0,
     aperture: aperture.memory,
+    layout: layoutName,
     pageSize,
     events: eventfdSink,
     dmaOps: dmaFileOps,
@@ -94,29 +103,29 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     aperture.close();
     throw err;
   }
-  log.info(
-    {
-      vendor: hex(opts.vendorId, 4),
-      device: hex(opts.deviceId, 4),
-      bar0: { source: bar0.description, size: formatSize(device.bar0.size) },
-      bar2: {
-        backing: aperture.kind,
-        path: aperture.path,
-        base: hex(opts.apertureBase),
-        memory: formatSize(opts.apertureSize),
-        size: formatSize(device.aperture.size),
-        mapped: formatSize(device.aperture.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
-      },
-    },
-    'device ready',
-  );
+  if (deviceIdMismatch(layoutName, deviceId)) {
+    log.warn({ device: hex(deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
+  }
+  const memory = { backing: aperture.kind, path: aperture.path, base: hex(opts.apertureBase), size: formatSize(opts.apertureSize) };
+  const bars: Record<string, unknown> = { bar0: { source: bar0.description, size: formatSize(device.bar0.size) } };
+  for (const part of device.memoryLayout.bars) {
+    bars[`bar${part.bar}`] = {
+      holds: part.role,
+      offset: hex(part.offset),
+      memory: formatSize(part.length),
+      size: formatSize(part.barSize),
+      mapped: formatSize(device.region(part.bar)?.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
+    };
+  }
+  log.info({ vendor: hex(opts.vendorId, 4), device: hex(deviceId, 4), layout: layoutName, memory, ...bars }, 'device ready');
 
   let stopped = false;
   return {
     daemon,
     labels: {
       vendorId: hex(opts.vendorId, 4),
-      deviceId: hex(opts.deviceId, 4),
+      deviceId: hex(deviceId, 4),
+      layout: layoutName,
       backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
       memoryBytes: opts.apertureSize,
       barBytes: device.aperture.size,

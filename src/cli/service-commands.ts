@@ -17,7 +17,7 @@ import { parseSize } from './parse.js';
 const NAME = 'nvgrace-vfio-user';
 
 /** Serve flags that define the device (describe and qemu-args take them too). */
-const DEVICE_FLAGS = ['--aperture-size', '--aperture-base', '--aperture-path', '--bar0', '--vendor-id', '--device-id'];
+const DEVICE_FLAGS = ['--aperture-size', '--aperture-base', '--aperture-path', '--bar0', '--layout', '--vendor-id', '--device-id'];
 
 /** Turns a parser that throws Error into one commander reports as a usage error. */
 export function asArgument<T>(parse: (text: string) => T): (text: string) => T {
@@ -71,6 +71,7 @@ async function description(cmd: Command): Promise<DeviceDescription> {
       apertureBase: o['apertureBase'],
       aperturePath: o['aperturePath'],
       bar0: typeof o['bar0'] === 'string' ? parseBar0Spec(o['bar0']) : o['bar0'],
+      layout: o['layout'],
       vendorId: o['vendorId'],
       deviceId: o['deviceId'],
       socket: o['socket'],

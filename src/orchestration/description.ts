@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import { EMULATED_BAR0_SIZE } from '../backends/bar0-emulated.js';
 import { openFileBar0 } from '../backends/bar0-file.js';
 import type { Bar0Spec } from '../backends/bar0-source.js';
-import { APERTURE_BAR, DEFAULT_IDENTITY, apertureBarSize } from '../device/gpu-device.js';
+import { DEFAULT_IDENTITY } from '../device/gpu-device.js';
+import { LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
 import { PCI_CLASS_3D_CONTROLLER } from '../device/pci.js';
 
 /** What management software needs to know about one device to build a VM around it. */
@@ -19,7 +20,7 @@ export interface DeviceDescription {
     /** Product name for the known Grace Hopper / Blackwell IDs, else null. */
     name: string | null;
   };
-  /** The BAR that carries the cache-coherent memory. */
+  /** The BAR that carries the cache-coherent memory the guest uses (BAR2, or BAR4 in the gh and gb layouts). */
   coherentMemory: {
     bar: number;
     barBytes: number;
@@ -27,9 +28,20 @@ export interface DeviceDescription {
     memoryBytes: number | null;
     /** barBytes - memoryBytes: reads as ~0, writes dropped. */
     paddingBytes: number | null;
+    /** How the memory is spread over the BARs (see serve --layout). */
+    layout: LayoutName;
+    /** All of the coherent memory, the reserved part (gh's BAR2) included. */
+    totalMemoryBytes: number | null;
     backing: { kind: 'memfd' | 'file' | 'char-device' | 'missing-file'; path: string | null; base: number } | null;
   };
-  bars: { index: number; bytes: number; is64bit: boolean; prefetchable: boolean; role: 'registers' | 'coherent-memory' | 'other' }[];
+  bars: {
+    index: number;
+    bytes: number;
+    is64bit: boolean;
+    prefetchable: boolean;
+    /** reserved-memory: the gh layout's BAR2, memory the guest driver keeps for itself. */
+    role: 'registers' | 'coherent-memory' | 'reserved-memory' | 'other';
+  }[];
   guestNuma: NumaLayout;
   /** 64-bit PCI window the VM needs for this device's BARs (q35 pci-hole64-size). */
   pciHole64Bytes: number;
@@ -91,8 +103,10 @@ export interface DeviceFlags {
   apertureBase: number;
   aperturePath?: string | undefined;
   bar0: Bar0Spec;
+  layout?: LayoutName | undefined;
   vendorId: number;
-  deviceId: number;
+  /** Default: the layout's. */
+  deviceId?: number | undefined;
   socket?: string | undefined;
 }
 
@@ -103,7 +117,9 @@ export interface DeviceFlags {
  */
 export function describeFromFlags(f: DeviceFlags, numa: NumaLayout): DeviceDescription {
   const bar0Bytes = f.bar0.kind === 'emulated' ? EMULATED_BAR0_SIZE : fileBar0Size(f.bar0.path);
-  const barBytes = apertureBarSize(f.apertureSize);
+  const layout = planLayout(f.layout ?? 'bar2', f.apertureSize);
+  const usable = layout.bars.find((b) => b.role !== 'resmem')!;
+  const deviceId = f.deviceId ?? LAYOUTS[layout.name].defaultDeviceId;
   const id = DEFAULT_IDENTITY;
   const unknown: string[] = [];
   return {
@@ -111,25 +127,33 @@ export function describeFromFlags(f: DeviceFlags, numa: NumaLayout): DeviceDescr
     socket: f.socket ?? null,
     device: {
       vendorId: hexId(f.vendorId),
-      deviceId: hexId(f.deviceId),
+      deviceId: hexId(deviceId),
       subsystemVendorId: hexId(id.subsystemVendorId),
       subsystemId: hexId(id.subsystemId),
       classCode: hexId(PCI_CLASS_3D_CONTROLLER << 8, 6),
-      name: productName(f.vendorId, f.deviceId),
+      name: productName(f.vendorId, deviceId),
     },
     coherentMemory: {
-      bar: APERTURE_BAR,
-      barBytes,
-      memoryBytes: f.apertureSize,
-      paddingBytes: barBytes - f.apertureSize,
+      bar: usable.bar,
+      barBytes: usable.barSize,
+      memoryBytes: usable.length,
+      paddingBytes: usable.barSize - usable.length,
+      layout: layout.name,
+      totalMemoryBytes: f.apertureSize,
       backing: { kind: backingKind(f.aperturePath, unknown), path: f.aperturePath ?? null, base: f.apertureBase },
     },
     bars: [
-      { index: 0, bytes: bar0Bytes, is64bit: true, prefetchable: false, role: 'registers' },
-      { index: APERTURE_BAR, bytes: barBytes, is64bit: true, prefetchable: true, role: 'coherent-memory' },
-    ],
+      { index: 0, bytes: bar0Bytes, is64bit: true, prefetchable: false, role: 'registers' as const },
+      ...layout.bars.map((b) => ({
+        index: b.bar,
+        bytes: b.barSize,
+        is64bit: true,
+        prefetchable: true,
+        role: b.role === 'resmem' ? ('reserved-memory' as const) : ('coherent-memory' as const),
+      })),
+    ].sort((a, b) => a.index - b.index),
     guestNuma: numa,
-    pciHole64Bytes: pciHole64For([bar0Bytes, barBytes]),
+    pciHole64Bytes: pciHole64For([bar0Bytes, ...layout.bars.map((b) => b.barSize)]),
     unknown,
   };
 }

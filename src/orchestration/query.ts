@@ -1,5 +1,6 @@
 import { QEMU_LIKE_CAPS, VfioUserClient } from '../client/client.js';
 import { native } from '../native/native.js';
+import type { LayoutName } from '../device/layout.js';
 import { RegionIndex } from '../wire/constants.js';
 import { hexId, pciHole64For, productName, type DeviceDescription, type NumaLayout } from './description.js';
 
@@ -53,12 +54,17 @@ async function ask(client: VfioUserClient, socket: string, numa: NumaLayout): Pr
     const low = cfg.readUInt32LE(0x10 + 4 * i);
     bars.push({ index: i, bytes: r.size, is64bit: (low & 0x6) === 0x4, prefetchable: (low & 0x8) !== 0, role: 'other' });
   }
-  // The coherent memory is the largest 64-bit prefetchable BAR.
-  const memoryBar = bars.filter((b) => b.is64bit && b.prefetchable).sort((a, b) => b.bytes - a.bytes)[0];
-  if (memoryBar === undefined) throw new Error(`the device at ${socket} has no 64-bit prefetchable BAR: it carries no coherent memory`);
-  memoryBar.role = 'coherent-memory';
+  // The kernel's layouts: the usable memory at BAR4 (gh, gb) or BAR2 (bar2); with both, BAR2 is gh's reserved part.
+  const memoryBar = (i: number) => bars.find((b) => b.index === i && b.is64bit && b.prefetchable);
+  const bar2 = memoryBar(RegionIndex.BAR2);
+  const bar4 = memoryBar(RegionIndex.BAR4);
+  const usable = bar4 ?? bar2;
+  if (usable === undefined) throw new Error(`the device at ${socket} has no 64-bit prefetchable BAR2 or BAR4: it carries no coherent memory`);
+  usable.role = 'coherent-memory';
+  if (bar4 && bar2) bar2.role = 'reserved-memory';
+  const layout: LayoutName = bar4 ? (bar2 ? 'gh' : 'gb') : 'bar2';
   const registers = bars.find((b) => b.index === RegionIndex.BAR0);
-  if (registers !== undefined && registers !== memoryBar) registers.role = 'registers';
+  if (registers !== undefined) registers.role = 'registers';
 
   const vendorId = cfg.readUInt16LE(0x00);
   const deviceId = cfg.readUInt16LE(0x02);
@@ -73,7 +79,7 @@ async function ask(client: VfioUserClient, socket: string, numa: NumaLayout): Pr
       classCode: hexId(cfg.readUIntLE(0x09, 3), 6),
       name: productName(vendorId, deviceId),
     },
-    coherentMemory: { bar: memoryBar.index, barBytes: memoryBar.bytes, memoryBytes: null, paddingBytes: null, backing: null },
+    coherentMemory: { bar: usable.index, barBytes: usable.bytes, memoryBytes: null, paddingBytes: null, layout, totalMemoryBytes: null, backing: null },
     bars,
     guestNuma: numa,
     pciHole64Bytes: pciHole64For(bars.filter((b) => b.is64bit).map((b) => b.bytes)),

@@ -7,6 +7,7 @@ const P = 'nvgrace_vfio_user_';
 export interface DeviceLabels {
   vendorId: string;
   deviceId: string;
+  layout: string;
   backing: string;
   memoryBytes: number;
   barBytes: number;
@@ -129,17 +130,17 @@ export function daemonRegistry(daemon: Daemon, device: DeviceLabels): Registry {
   new Gauge({
     name: `${P}device_info`,
     help: 'the device served (always 1; the labels carry the facts)',
-    labelNames: ['vendor_id', 'device_id', 'backing'],
+    labelNames: ['vendor_id', 'device_id', 'layout', 'backing'],
     registers: [registry],
-  }).set({ vendor_id: device.vendorId, device_id: device.deviceId, backing: device.backing }, 1);
+  }).set({ vendor_id: device.vendorId, device_id: device.deviceId, layout: device.layout, backing: device.backing }, 1);
   new Gauge({
     name: `${P}aperture_memory_bytes`,
-    help: 'bytes of coherent memory behind the aperture BAR',
+    help: 'bytes of coherent memory, all memory BARs together',
     registers: [registry],
   }).set(device.memoryBytes);
   new Gauge({
     name: `${P}aperture_bar_bytes`,
-    help: 'size of the aperture BAR (the memory rounded up to a power of two)',
+    help: 'size of the BAR with the usable coherent memory (BAR2, or BAR4 in the gh and gb layouts)',
     registers: [registry],
   }).set(device.barBytes);
 

@@ -37,7 +37,7 @@ function commandNameOf(id: number): string {
 /** Padding writes dropped by each memory BAR: how many writes and how many bytes. */
 export function paddingDrops(daemon: Daemon): { region: string; writes: number; bytes: number }[] {
   const d = daemon.device;
-  return [d.bar0, d.aperture].map((bar) => ({
+  return [d.bar0, ...d.memoryBars].map((bar) => ({
     region: regionName(bar.index),
     writes: bar.padding.droppedWrites,
     bytes: bar.padding.droppedBytes,

@@ -1,9 +1,9 @@
 // Real-QEMU smoke test: boots the TCG guest with no vfio-user device and checks that the
 // guest tooling (initramfs, /init, bar-check) works. Under CI=true a missing QEMU fails;
-// elsewhere it skips unless provisioning is requested (NVGRACE_PROVISION=1).
+// elsewhere it is provisioned too, unless the user opted out with NVGRACE_NO_PROVISION=1.
 import { closeSync, ftruncateSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { describe, expect, it, type TestContext } from 'vitest';
 import { fillPattern, findPatternMismatch } from './bar-check.js';
 import {
   bootGuest,
@@ -14,37 +14,12 @@ import {
   type BootResult,
 } from './boot.js';
 import { buildInitramfs, INIT_START_MARK } from './initramfs.js';
-import { describeQemu, ensureQemu, provisioningRequested, type QemuInstall } from './qemu-env.js';
-import { PROVISION_SCRIPT } from './paths.js';
+import type { QemuInstall } from './qemu-env.js';
+import { useQemu } from './qemu-fixture.js';
 
-const PROVISION_TIMEOUT_MS = 20 * 60_000;
 const BOOT_TEST_TIMEOUT_MS = 240_000;
-
-let qemu: QemuInstall | null = null;
-let skipReason = '';
-
-beforeAll(async () => {
-  const log: string[] = [];
-  qemu = await ensureQemu({ log });
-  if (qemu !== null) {
-    console.info(`guest tests: ${describeQemu(qemu)}`);
-    return;
-  }
-  skipReason =
-    `no QEMU >= 10.1 with vfio-user-pci was found:\n  ${log.join('\n  ')}\n` +
-    `Provision one with \`sudo ${PROVISION_SCRIPT}\`, set NVGRACE_PROVISION=1 to let the ` +
-    'tests do it, or point QEMU= at a qemu-system-x86_64.';
-  if (provisioningRequested()) throw new Error(`provisioning ran but ${skipReason}`);
-  console.warn(`\n!!! SKIPPING real-QEMU guest tests: ${skipReason}\n`);
-}, PROVISION_TIMEOUT_MS);
-
-function requireQemu(ctx: TestContext): QemuInstall {
-  if (qemu === null) {
-    if (process.env.CI === 'true') throw new Error(skipReason);
-    ctx.skip(`SKIPPED (no QEMU): ${skipReason}`);
-  }
-  return qemu as QemuInstall;
-}
+const qemu = useQemu();
+const requireQemu = (ctx: TestContext): QemuInstall => qemu.require(ctx);
 
 async function boot(q: QemuInstall, initCommands: string, extraArgs: string[] = []): Promise<BootResult> {
   const initrd = await buildInitramfs({ initCommands });

@@ -220,9 +220,10 @@ export async function findQemu(options: FindQemuOptions = {}): Promise<QemuInsta
   return probe(`root ${root}`, 'root', r.command, r.prefixArgs, r.env, root, log);
 }
 
-/** True when a missing QEMU should be provisioned: CI=true or NVGRACE_PROVISION=1. */
+/** True when a missing QEMU should be provisioned: always, unless NVGRACE_NO_PROVISION=1 outside CI. */
 export function provisioningRequested(): boolean {
-  return process.env.CI === 'true' || process.env.NVGRACE_PROVISION === '1';
+  // The guest tests are part of every run: provision unless the user opted out.
+  return process.env.CI === 'true' || process.env.NVGRACE_NO_PROVISION !== '1';
 }
 
 /**
@@ -251,7 +252,7 @@ export function provisionQemu(): Promise<void> {
 
 /**
  * findQemu(), provisioning first when nothing is found and provisioning is requested
- * (CI=true or NVGRACE_PROVISION=1, or options.provision).
+ * (see provisioningRequested, or options.provision).
  */
 export async function ensureQemu(
   options: FindQemuOptions & { provision?: boolean } = {},

@@ -47,3 +47,13 @@ export async function waitForLog(child: ReturnType<typeof spawnCli>, text: strin
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Waits until the daemon's log holds `count` lines containing `text`. */
+export async function waitForLogCount(child: ReturnType<typeof spawnCli>, text: string, count: number, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (child.out.stderr.split(text).length - 1 < count) {
+    if (child.exitCode !== null) throw new Error(`daemon exited (${child.exitCode}): ${child.out.stderr}`);
+    if (Date.now() - start > timeoutMs) throw new Error(`fewer than ${count} "${text}" in log: ${child.out.stderr}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -31,6 +31,8 @@ describe('describe from flags', () => {
       barBytes: 128 * GiB,
       memoryBytes: 95 * GiB,
       paddingBytes: 33 * GiB,
+      layout: 'bar2',
+      totalMemoryBytes: 95 * GiB,
       backing: { kind: 'char-device', path: '/dev/zero', base: 0x4000_0000_0000 },
     });
     expect(d.bars.map((b) => [b.index, b.bytes, b.role])).toEqual([
@@ -77,10 +79,25 @@ describe('describe from a running daemon', () => {
     expect(got.source).toBe('socket');
     expect(got.device).toEqual(fromFlags.device);
     expect(got.bars).toEqual(fromFlags.bars);
-    expect(got.coherentMemory).toEqual({ bar: 2, barBytes: 128 * MiB, memoryBytes: null, paddingBytes: null, backing: null });
+    expect(got.coherentMemory).toEqual({ bar: 2, barBytes: 128 * MiB, memoryBytes: null, paddingBytes: null, layout: 'bar2', totalMemoryBytes: null, backing: null });
     expect(got.pciHole64Bytes).toBe(fromFlags.pciHole64Bytes);
     expect(got.unknown.join('\n')).toMatch(/memoryBytes/);
     expect(got.unknown.join('\n')).toMatch(/backing/);
+  });
+
+  it('finds the usable memory at BAR4 and the reserved part at BAR2 in the gh layout', async () => {
+    d = startTestDaemon({ layout: 'gh', apertureSize: 2 * GiB, aperturePath: undefined });
+    const got = await describeFromSocket(d.socket, numaLayout(8, 1));
+    const fromFlags = describeFromFlags({ ...flags, deviceId: undefined, layout: 'gh', apertureSize: 2 * GiB }, numaLayout(8, 1));
+    expect(got.bars).toEqual(fromFlags.bars);
+    expect(got.bars.map((b) => [b.index, b.role])).toEqual([
+      [0, 'registers'],
+      [2, 'reserved-memory'],
+      [4, 'coherent-memory'],
+    ]);
+    expect(got.coherentMemory).toMatchObject({ bar: 4, layout: 'gh', barBytes: 1 * GiB });
+    expect(fromFlags.coherentMemory).toMatchObject({ bar: 4, layout: 'gh', memoryBytes: 1 * GiB, totalMemoryBytes: 2 * GiB });
+    expect(got.device.deviceId).toBe('0x2342');
   });
 
   it('leaves the device as it found it: no scrub after describe, one after a client that got a mapping', async () => {

@@ -63,7 +63,7 @@ describe('metrics endpoint', () => {
       expect(m.get('nvgrace_vfio_user_messages_total{command="VERSION"}')).toBe(0);
       expect(m.get('nvgrace_vfio_user_client_connections_total')).toBe(0);
       expect(m.get('nvgrace_vfio_user_client_attached')).toBe(0);
-      expect(m.get('nvgrace_vfio_user_device_info{vendor_id="0x10de",device_id="0x2342",backing="memfd"}')).toBe(1);
+      expect(m.get('nvgrace_vfio_user_device_info{vendor_id="0x10de",device_id="0x2342",layout="bar2",backing="memfd"}')).toBe(1);
       expect(m.get('nvgrace_vfio_user_aperture_memory_bytes')).toBe(96 * MiB);
       expect(m.get('nvgrace_vfio_user_aperture_bar_bytes')).toBe(128 * MiB);
       expect(m.get('nvgrace_vfio_user_scrub_in_progress')).toBe(0);
@@ -166,7 +166,7 @@ describe('metrics registry', () => {
     for (let i = 0; i < 5; i++) await client.regionRead(RegionIndex.BAR0, 0x1498, 4);
     const m = parseMetrics(await registry.metrics());
     expect(m.get('nvgrace_vfio_user_trapped_accesses_total{region="BAR0",op="read"}')).toBe(5);
-    expect(m.get(`nvgrace_vfio_user_device_info{vendor_id="0x10de",device_id="0x2342",backing="file:${d.aperturePath}"}`)).toBe(1);
+    expect(m.get(`nvgrace_vfio_user_device_info{vendor_id="0x10de",device_id="0x2342",layout="bar2",backing="file:${d.aperturePath}"}`)).toBe(1);
     client.close();
   });
 });
