@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import { isatty } from 'node:tty';
 import pino, { type Logger } from 'pino';
 import { formatLogLine } from './log-format.js';
@@ -11,7 +10,8 @@ export type { Logger };
  */
 export function createLogger(level: string, destination: number = 2): Logger {
   const options = { level, base: { service: 'nvgrace-vfio-user' } };
-  if (!isatty(destination)) return pino(options, pino.destination({ fd: destination, sync: true }));
+  const out = pino.destination({ fd: destination, sync: true });
+  if (!isatty(destination)) return pino(options, out);
   const color = !process.env['NO_COLOR'];
-  return pino(options, { write: (line: string) => void fs.writeSync(destination, formatLogLine(line, color)) });
+  return pino(options, { write: (line: string) => void out.write(formatLogLine(line, color)) });
 }
