@@ -5,6 +5,9 @@ import { parseAddress, parseGid, parseMode, parsePciId, parseSize, parseUid } fr
 import { SCRUB_MODES } from '../backends/scrub.js';
 import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
 import { serve } from './serve.js';
+import { optionsFromEnv } from './env-options.js';
+import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
+import { parseListenAddress } from '../service/metrics-http.js';
 
 const NAME = 'nvgrace-vfio-user';
 
@@ -37,9 +40,9 @@ function program(out: (line: string) => void): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
     .showHelpAfterError(false);
 
-  p.command('serve')
+  const serveCmd = optionsFromEnv(p.command('serve'))
     .description('serve the device on a UNIX socket until SIGTERM or SIGINT')
-    .requiredOption('--socket <path>', 'UNIX socket to listen on')
+    .option('--socket <path>', 'UNIX socket to listen on (not needed when systemd passes one)')
     .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
@@ -58,6 +61,7 @@ function program(out: (line: string) => void): Command {
     .option('--vendor-id <id>', 'PCI vendor ID (hex)', parsePciId, 0x10de)
     .option('--device-id <id>', 'PCI device ID (hex); default 2342 (bar2, gh) or 2941 (gb)', parsePciId)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .option('--metrics-listen <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port is loopback only)', asArgument(parseListenAddress))
     .addHelpText('after', SERVE_EXAMPLES)
     .action(async (o, cmd: Command) => {
       try {
@@ -66,8 +70,11 @@ function program(out: (line: string) => void): Command {
         if (err instanceof LayoutError) cmd.error(`error: ${err.message} (--aperture-size)`, { exitCode: 2, code: 'nvgrace.layout' });
         throw err;
       }
+      const listenFd = listenFdOrUsageError(cmd, o.socket);
       p.setOptionValue('exitCode', await serve({
         socket: o.socket,
+        listenFd: listenFd ?? undefined,
+        metricsListen: o.metricsListen,
         socketMode: o.socketMode,
         socketGroup: o.socketGroup,
         allowUids: o.allowUid,
@@ -90,6 +97,7 @@ function program(out: (line: string) => void): Command {
     .action(async (o) => {
       p.setOptionValue('exitCode', await inspect(o.socket, out));
     });
+  addServiceCommands(p, serveCmd, out);
   return p;
 }
 

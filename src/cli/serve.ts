@@ -10,10 +10,19 @@ import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
 import { Limits } from '../wire/constants.js';
+import { daemonRegistry, type DeviceLabels } from '../service/metrics.js';
+import { startMetricsServer, type ListenAddress } from '../service/metrics-http.js';
+import { ServiceNotifier } from '../service/notify.js';
+import { countersSummary } from '../service/stats.js';
+import type { Registry } from 'prom-client';
+import type { Logger } from 'pino';
 import { formatSize, hex } from './parse.js';
 
 export interface ServeOptions {
-  socket: string;
+  /** Socket file to create; unused when listenFd is given. */
+  socket?: string | undefined;
+  /** A listening socket passed by socket activation. */
+  listenFd?: number | undefined;
   socketMode: number;
   socketGroup?: number | undefined;
   allowUids?: number[];
@@ -28,16 +37,27 @@ export interface ServeOptions {
   /** Default: the layout's (0x2342 for bar2 and gh, 0x2941 for gb). */
   deviceId?: number | undefined;
   logLevel: string;
+  /** Where to serve Prometheus metrics, if anywhere. */
+  metricsListen?: ListenAddress | undefined;
 }
 
 export interface Running {
   daemon: Daemon;
+  /** What metrics say about the device. */
+  labels: DeviceLabels;
   stop(): void;
 }
 
+/** What the daemon tells its service manager, and the logger to use. */
+export interface DaemonHooks {
+  log?: Logger;
+  onStatus?: (status: string) => void;
+  onReady?: () => void;
+}
+
 /** Builds the device from the options and starts serving it. */
-export function startDaemon(opts: ServeOptions): Running {
-  const log = createLogger(opts.logLevel);
+export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Running {
+  const { log = createLogger(opts.logLevel), ...daemonHooks } = hooks;
   const pageSize = native.pageSize();
   const layoutName = opts.layout ?? 'bar2';
   // before the backing is opened (or created): a size the layout cannot split is refused up front
@@ -69,10 +89,12 @@ export function startDaemon(opts: ServeOptions): Running {
   const scrubMode = opts.scrub ?? 'never';
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,
+    listenFd: opts.listenFd,
     socketMode: opts.socketMode,
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
+    ...daemonHooks,
   });
   try {
     daemon.start();
@@ -100,6 +122,14 @@ export function startDaemon(opts: ServeOptions): Running {
   let stopped = false;
   return {
     daemon,
+    labels: {
+      vendorId: hex(opts.vendorId, 4),
+      deviceId: hex(deviceId, 4),
+      layout: layoutName,
+      backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
+      memoryBytes: opts.apertureSize,
+      barBytes: device.aperture.size,
+    },
     stop() {
       if (stopped) return;
       stopped = true;
@@ -114,18 +144,48 @@ export function startDaemon(opts: ServeOptions): Running {
   };
 }
 
-/** Runs until SIGTERM or SIGINT, then closes the client and removes the socket. */
+/**
+ * Runs until SIGTERM or SIGINT, then closes the client and removes the socket
+ * (unless the service manager passed it). Tells systemd what it is doing when
+ * run as a Type=notify service; SIGUSR1 logs a summary of the counters.
+ */
 export async function serve(opts: ServeOptions): Promise<number> {
-  const running = startDaemon(opts);
+  const log = createLogger(opts.logLevel);
+  const notifier = ServiceNotifier.fromEnv(log);
+  // Bound first, so a busy port fails the start before systemd hears READY=1.
+  let registry: Registry | null = null;
+  const metrics = opts.metricsListen ? await startMetricsServer(() => registry, opts.metricsListen) : null;
+  let running: Running;
+  try {
+    running = startDaemon(opts, {
+      log,
+      onStatus: (text) => notifier.status(text),
+      onReady: () => notifier.notifyReady(),
+    });
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
+  const { daemon } = running;
+  if (metrics) {
+    registry = daemonRegistry(daemon, running.labels);
+    log.info({ address: metrics.address }, 'serving metrics at /metrics');
+  }
+  notifier.startWatchdog();
+  const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
+  process.on('SIGUSR1', onUsr1);
   await new Promise<void>((resolve) => {
     const onSignal = () => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      running.stop();
       resolve();
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+  notifier.stopping();
+  process.off('SIGUSR1', onUsr1);
+  running.stop();
+  await metrics?.close();
   return 0;
 }

@@ -32,7 +32,7 @@ export function startTestDaemon(overrides: Partial<ServeOptions> = {}): TestDaem
   return {
     running,
     dir,
-    socket: opts.socket,
+    socket: opts.socket!,
     aperturePath: opts.aperturePath!,
     apertureSize,
     stop() {
