@@ -10,7 +10,7 @@ import { poolCounts, requireReservation, reserveHugePages, type HugePageReservat
 
 const MiB = 1024 * 1024;
 
-function deviceReady(stderr: string): { bar2: { backing: Record<string, unknown>; memory: string; mapped: string } } {
+function deviceReady(stderr: string): { memory: { backing: Record<string, unknown>; size: string }; bar2: { memory: string; mapped: string } } {
   const line = stderr.split('\n').find((l) => l.includes('"device ready"'));
   if (!line) throw new Error(`no "device ready" in ${stderr}`);
   return JSON.parse(line);
@@ -60,8 +60,8 @@ describe('backing flags', () => {
     daemon.kill('SIGTERM');
     const done = await finished(daemon);
     const ready = deviceReady(done.stderr);
-    expect(ready.bar2.backing).toEqual({ kind: 'memfd', path: null, numaNode: null, pageSize: 4096, cacheable: true });
-    expect(ready.bar2.memory).toBe('96 MiB');
+    expect(ready.memory.backing).toEqual({ kind: 'memfd', path: null, numaNode: null, pageSize: 4096, cacheable: true });
+    expect(ready.memory.size).toBe('96 MiB');
   });
 
   describe('with huge pages', () => {
@@ -86,7 +86,7 @@ describe('backing flags', () => {
       const done = await finished(daemon);
       expect(done.code).toBe(0);
       const ready = deviceReady(done.stderr);
-      expect(ready.bar2.backing).toEqual({ kind: 'memfd-hugetlb', path: null, numaNode: 0, pageSize: 2 * MiB, cacheable: true });
+      expect(ready.memory.backing).toEqual({ kind: 'memfd-hugetlb', path: null, numaNode: 0, pageSize: 2 * MiB, cacheable: true });
       expect(ready.bar2.mapped).toBe('8 MiB');
     });
   });
