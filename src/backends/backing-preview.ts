@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { charDeviceKind, DEFAULT_APERTURE_SIZE, type ApertureOptions, type BackingFacts } from './aperture.js';
+import { native } from '../native/native.js';
 import { findDaxDevice } from './device-dax.js';
 import { SYSFS_ROOT } from './sysfs.js';
 
@@ -21,7 +22,7 @@ export interface BackingPreview {
  */
 export function previewBacking(opts: Omit<ApertureOptions, 'pageSize'> & { pageSize?: number }): BackingPreview {
   const sysfs = opts.sysfsRoot ?? SYSFS_ROOT;
-  const page = opts.pageSize ?? 4096;
+  const page = opts.pageSize ?? native.pageSize();
   const numaNode = opts.numaNode ?? null;
   const size = opts.size ?? DEFAULT_APERTURE_SIZE;
   if (!opts.path) {
