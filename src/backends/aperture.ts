@@ -22,7 +22,8 @@ import { forEachWindow, WindowedMemory } from './windowed-memory.js';
 export type ApertureKind = 'memfd' | 'memfd-hugetlb' | 'file' | 'hugetlbfs' | 'device-dax' | 'dev-mem' | 'char-device';
 
 export const DEFAULT_APERTURE_SIZE = 96 * 1024 * 1024;
-const HUGETLBFS_MAGIC = 0x958458f6;
+/** statfs f_type of hugetlbfs. */
+export const HUGETLBFS_MAGIC = 0x958458f6;
 
 export interface ApertureOptions {
   /** Bytes of coherent memory; default 96 MiB, or for a device-dax the rest of the device after `base`. */

@@ -1,11 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { charDeviceKind, DEFAULT_APERTURE_SIZE, type ApertureOptions, type BackingFacts } from './aperture.js';
+import { charDeviceKind, DEFAULT_APERTURE_SIZE, HUGETLBFS_MAGIC, type ApertureOptions, type BackingFacts } from './aperture.js';
 import { native } from '../native/native.js';
 import { findDaxDevice } from './device-dax.js';
 import { SYSFS_ROOT } from './sysfs.js';
-
-const HUGETLBFS_MAGIC = 0x958458f6;
 
 export interface BackingPreview {
   /** What openAperture would report, as far as can be told without opening anything. */
