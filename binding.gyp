@@ -9,7 +9,8 @@
         "binding/memory.c",
         "binding/fd.c",
         "binding/poll.c",
-        "binding/notify.c"
+        "binding/notify.c",
+        "binding/numa.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
