@@ -265,10 +265,10 @@ interface MemsetOut {
 
 /** The parts of the daemon the scrub bench runs in-process (dist/, loaded at run time). */
 interface ScrubPrimitive {
-  zeroThroughMapping(fd: number, offset: number, length: number, window?: number): void;
+  zeroThroughMapping(fd: number, offset: number, length: number, granularity: number, window?: number): void;
 }
 interface NativeMemory {
-  native: { fallocatePunchHole(fd: number, offset: number, length: number): void };
+  native: { fallocatePunchHole(fd: number, offset: number, length: number): void; pageSize(): number };
 }
 
 export async function scrubSuite(ctx: Context, memoryPath: string): Promise<Figure[]> {
@@ -290,7 +290,7 @@ export async function scrubSuite(ctx: Context, memoryPath: string): Promise<Figu
       inPlace.push(c.in_place_gbps[0]!);
       cWindowed.push(c.windowed_gbps[0]!);
       let t0 = process.hrtime.bigint();
-      primitive.zeroThroughMapping(fd, 0, size, cfg.scrubWindow);
+      primitive.zeroThroughMapping(fd, 0, size, native.pageSize(), cfg.scrubWindow);
       fill.push(size / Number(process.hrtime.bigint() - t0));
       t0 = process.hrtime.bigint();
       for (let at = 0; at < size; at += 256 * MiB) native.fallocatePunchHole(fd, at, Math.min(256 * MiB, size - at));

@@ -9,27 +9,37 @@ export const ZERO_MAP_WINDOW = 16 * 1024 * 1024;
 
 /**
  * Writes zeros over [offset, offset + length) of `fd` through shared mappings,
- * one window at a time: the scrub of memory that cannot be hole-punched
- * (/dev/mem, DAX). Each window is mapped with MAP_POPULATE so its page tables
- * are filled in one pass instead of by a fault per page (ignored where the
- * mapping is already complete, as for /dev/mem), zeroed with memset in native
- * code, and unmapped. Synchronous: callers yield between calls.
+ * one window at a time: the scrub of memory that is not hole-punched (/dev/mem,
+ * device-dax, huge pages). Mappings start and end on `granularity` (the
+ * backing's page: the system page, a huge page, the device-dax alignment).
+ * Each window is mapped with MAP_POPULATE, so its page tables are filled in one
+ * pass instead of by a fault per page (nothing to do where mmap fills them
+ * itself, as for /dev/mem), zeroed by memset in native code, and unmapped.
+ * Synchronous: callers yield between calls.
  */
-export function zeroThroughMapping(fd: number, offset: number, length: number, window: number = ZERO_MAP_WINDOW): void {
-  const page = native.pageSize();
-  if (window <= 0 || window % page !== 0) throw new RangeError(`window ${window} must be a positive multiple of the ${page}-byte page`);
+export function zeroThroughMapping(
+  fd: number,
+  offset: number,
+  length: number,
+  granularity: number,
+  window: number = ZERO_MAP_WINDOW,
+): void {
+  if (!(granularity > 0) || granularity % native.pageSize() !== 0) {
+    throw new RangeError(`granularity ${granularity} must be a positive multiple of the ${native.pageSize()}-byte page`);
+  }
+  if (!(window > 0)) throw new RangeError(`window ${window} must be positive`);
+  const step = Math.max(granularity, window - (window % granularity));
   const prot = native.PROT_READ | native.PROT_WRITE;
   const flags = native.MAP_SHARED | native.MAP_POPULATE;
   const end = offset + length;
-  for (let at = offset; at < end; ) {
-    const mapStart = at - (at % page);
-    const mapLen = Math.min(mapStart + window, end) - mapStart;
-    const map = native.mmap(fd, mapLen, prot, flags, mapStart);
+  for (let mapStart = offset - (offset % granularity); mapStart < end; mapStart += step) {
+    const mapEnd = Math.min(mapStart + step, end + ((granularity - (end % granularity)) % granularity));
+    const map = native.mmap(fd, mapEnd - mapStart, prot, flags, mapStart);
     try {
-      native.fillMemory(map, at - mapStart, mapLen - (at - mapStart), 0);
+      const from = Math.max(offset, mapStart);
+      native.fillMemory(map, from - mapStart, Math.min(end, mapEnd) - from, 0);
     } finally {
       native.munmap(map);
     }
-    at = mapStart + mapLen;
   }
 }

@@ -27,10 +27,14 @@ export async function scrubAperture(
   shouldStop: () => boolean = () => false,
 ): Promise<'done' | 'stopped'> {
   const { fd, fdOffset, size } = aperture.memory;
-  let punch = aperture.kind !== 'char-device';
+  // Huge pages are zeroed in place, not punched: punching would give back their
+  // reservation and the NUMA placement they were allocated with.
+  let punch = aperture.kind === 'memfd' || aperture.kind === 'file';
+  const granularity = aperture.facts.pageSize;
+  const step = Math.max(WINDOW, granularity);
   for (let done = 0; done < size; ) {
     if (shouldStop()) return 'stopped';
-    const len = Math.min(WINDOW, size - done);
+    const len = Math.min(step, size - done);
     if (punch) {
       try {
         native.fallocatePunchHole(fd, fdOffset + done, len);
@@ -41,7 +45,7 @@ export async function scrubAperture(
         continue;
       }
     } else {
-      zeroThroughMapping(fd, fdOffset + done, len);
+      zeroThroughMapping(fd, fdOffset + done, len, granularity);
     }
     done += len;
     onProgress({ done, total: size });

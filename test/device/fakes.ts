@@ -161,6 +161,7 @@ export function makeDevice(opts: Partial<GpuDeviceOptions> & { apertureSize?: nu
     dmaOps,
     maxDmaMaps: opts.maxDmaMaps ?? 16,
     ...(opts.msixVectors !== undefined ? { msixVectors: opts.msixVectors } : {}),
+    ...(opts.layout !== undefined ? { layout: opts.layout } : {}),
   });
   return { device, bar0, aperture, events, dmaOps };
 }

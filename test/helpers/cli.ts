@@ -14,8 +14,8 @@ export function runCli(args: string[], timeoutMs = 20_000): Promise<Finished> {
   return finished(spawnCli(args), timeoutMs);
 }
 
-export function spawnCli(args: string[]): ChildProcess & { out: { stdout: string; stderr: string } } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }) as ChildProcess & {
+export function spawnCli(args: string[], env?: NodeJS.ProcessEnv): ChildProcess & { out: { stdout: string; stderr: string } } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) }) as ChildProcess & {
     out: { stdout: string; stderr: string };
   };
   child.out = { stdout: '', stderr: '' };
