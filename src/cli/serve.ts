@@ -10,7 +10,7 @@ import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
 import { Limits } from '../wire/constants.js';
-import { daemonRegistry, type DeviceLabels } from '../service/metrics.js';
+import type { DeviceLabels } from '../service/metrics.js';
 import { startMetricsServer, type ListenAddress } from '../service/metrics-http.js';
 import { ServiceNotifier } from '../service/notify.js';
 import { countersSummary } from '../service/stats.js';
@@ -191,6 +191,8 @@ export async function serve(opts: ServeOptions): Promise<number> {
   }
   const { daemon } = running;
   if (metrics) {
+    // prom-client is loaded only when metrics are served: it adds ~80 ms to every start (bench/NOTES.md)
+    const { daemonRegistry } = await import('../service/metrics.js');
     registry = daemonRegistry(daemon, running.labels);
     log.info({ address: metrics.address }, 'serving metrics at /metrics');
   }
@@ -198,13 +200,10 @@ export async function serve(opts: ServeOptions): Promise<number> {
   const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
   process.on('SIGUSR1', onUsr1);
   await new Promise<void>((resolve) => {
-    const onSignal = () => {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    // Kept to the end of the process: a repeated SIGTERM (timeout(1) signals the
+    // process and then its group) must not kill the shutdown half way (exit 143).
+    process.on('SIGTERM', () => resolve());
+    process.on('SIGINT', () => resolve());
   });
   notifier.stopping();
   process.off('SIGUSR1', onUsr1);
