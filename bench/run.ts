@@ -4,7 +4,7 @@
  * and an SVG chart (bench/results/ unless --out DIR).
  *
  *   --quick      tiny sizes and 1-2 runs: checks that everything works (seconds)
- *   --runs N     runs per figure (default 9; start-up 7)
+ *   --runs N     runs per figure (default 9)
  *   --only LIST  comma-separated suites: socket, startup, mapped, scrub
  *   --out DIR    where the results go
  */

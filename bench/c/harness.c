@@ -1,7 +1,8 @@
 /*
  * bench-harness: the measured side of `npm run bench`. Each subcommand drives the
  * daemon over its socket and the floor (the same client code against a C peer, or
- * plain memcpy/memset) in alternating runs, and prints one JSON object.
+ * plain memcpy/memset), alternating the two in blocks within every run, and prints
+ * one JSON object.
  *
  *   rtt     --socket S --iters N --runs K --target REGION:OFFSET:COUNT ... [--pid DAEMON] [--depth D]
  *   posted  --socket S --msgs N --runs K --region R --offset O
@@ -109,6 +110,15 @@ static void check_reply(const uint8_t *rep, const char *what) {
   if (!(get32(rep + 8) & F_REPLY) || (get32(rep + 8) & F_ERROR)) die("%s: error reply, errno %u", what, get32(rep + 12));
 }
 
+/* Each run alternates daemon and floor in this many blocks, so that other work
+ * on the machine falls on both alike. */
+#define BLOCKS 10
+
+static long block_of(long total, long b) { return total / BLOCKS + (b < total % BLOCKS); }
+
+/* Whether the daemon goes first in block b of a run. */
+static int daemon_first(long b) { return (b + floor_first) % 2 == 0; }
+
 /* ---- trapped round trip ------------------------------------------------- */
 
 typedef struct {
@@ -120,30 +130,30 @@ static int cmp_u32(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Round trips of `req` answered by `replen` bytes, `depth` requests at a time. Each
- * round trip is timed: the median is what a request costs, robust to the odd
- * one delayed by other work on the machine; the mean and p99 are kept too. */
-static rtt_stats round_trips(int fd, const uint8_t *req, size_t reqlen, size_t replen, long iters) {
+/* `rounds` round trips of `depth` copies of `req` answered by `replen` bytes each;
+ * every round trip is timed into lat[]. Returns the wall time. */
+static uint64_t round_trips(int fd, const uint8_t *req, size_t reqlen, size_t replen, long rounds, uint32_t *lat) {
   static uint8_t reqs[64 * (HDR + ACCESS)], rep[64 * (HDR + ACCESS + 4096)];
-  long rounds = (iters + depth - 1) / depth;
-  uint32_t *lat = malloc((size_t)rounds * sizeof *lat);
-  if (!lat) die("out of memory");
   for (long k = 0; k < depth; k++) memcpy(reqs + k * reqlen, req, reqlen);
   uint64_t start = now_ns(), t = start;
   for (long i = 0; i < rounds; i++) {
     write_all(fd, reqs, reqlen * (size_t)depth);
     read_exact(fd, rep, replen * (size_t)depth);
     check_reply(rep, "round trip");
-    uint64_t u = now_ns();
-    uint64_t d = u - t;
-    lat[i] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    uint64_t u = now_ns(), d = u - t;
+    if (lat) lat[i] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
     t = u;
   }
-  rtt_stats s = {.mean = (double)(t - start) / (double)(rounds * depth)};
+  return t - start;
+}
+
+/* The median is what a request costs, robust to the odd one delayed by other
+ * work on the machine; the mean and p99 are kept too. */
+static rtt_stats latency_stats(uint32_t *lat, long rounds, uint64_t wall) {
+  rtt_stats s = {.mean = (double)wall / (double)(rounds * depth)};
   qsort(lat, (size_t)rounds, sizeof *lat, cmp_u32);
   s.p50 = (double)lat[rounds / 2] / (double)depth;
   s.p99 = (double)lat[rounds * 99 / 100] / (double)depth;
-  free(lat);
   return s;
 }
 
@@ -159,38 +169,40 @@ static void cmd_rtt(options *o) {
   double *d99 = calloc(cells, sizeof *d99), *f99 = calloc(cells, sizeof *f99);
   double *dc = calloc(cells, sizeof *dc), *fc = calloc(cells, sizeof *fc);
   double *cd = calloc(cells, sizeof *cd), *cf = calloc(cells, sizeof *cf); /* the client's own CPU */
+  long rounds = (o->iters + depth - 1) / depth;
+  uint32_t *latd = malloc((size_t)rounds * sizeof *latd), *latf = malloc((size_t)rounds * sizeof *latf);
+  if (!d || !f || !latd || !latf) die("out of memory");
   uint8_t req[HDR + ACCESS];
   for (int t = 0; t < o->ntargets; t++) {
     if (o->t_count[t] > 4096) die("rtt count above 4096");
     size_t len = msg_region_read(req, 7, o->t_region[t], o->t_offset[t], o->t_count[t]);
     size_t rl = HDR + ACCESS + o->t_count[t];
-    round_trips(fd, req, len, rl, o->iters / 5 + 1); /* warm up both sides */
-    round_trips(fl.fd, req, len, rl, o->iters / 5 + 1);
+    round_trips(fd, req, len, rl, rounds / 5 + 1, NULL); /* warm up both sides */
+    round_trips(fl.fd, req, len, rl, rounds / 5 + 1, NULL);
   }
   for (long r = 0; r < o->runs; r++) {
     for (int t = 0; t < o->ntargets; t++) {
       size_t len = msg_region_read(req, 7, o->t_region[t], o->t_offset[t], o->t_count[t]);
       size_t rl = HDR + ACCESS + o->t_count[t];
-      long k = t * o->runs + r;
-      rtt_stats ds = {0}, fs = {0};
-      uint64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (int pass = 0; pass < 2; pass++) {
-        if ((pass == 0) != (floor_first != 0)) {
-          c0 = cpu_ns(daemon_pid), s0 = cpu_ns(getpid());
-          ds = round_trips(fd, req, len, rl, o->iters);
-          c1 = cpu_ns(daemon_pid), s1 = cpu_ns(getpid());
-        } else {
-          c2 = cpu_ns(fl.pid), s2 = cpu_ns(getpid());
-          fs = round_trips(fl.fd, req, len, rl, o->iters);
-          c3 = cpu_ns(fl.pid), s3 = cpu_ns(getpid());
+      long k = t * o->runs + r, nd = 0, nf = 0;
+      uint64_t walld = 0, wallf = 0, cpud = 0, cpuf = 0, clid = 0, clif = 0;
+      for (long b = 0; b < BLOCKS; b++) {
+        long n = block_of(rounds, b);
+        for (int pass = 0; pass < 2; pass++) {
+          int daemon = (pass == 0) == daemon_first(b);
+          long pid = daemon ? daemon_pid : (long)fl.pid;
+          uint64_t c0 = cpu_ns(pid), s0 = cpu_ns(getpid());
+          uint64_t w = round_trips(daemon ? fd : fl.fd, req, len, rl, n, daemon ? latd + nd : latf + nf);
+          uint64_t c1 = cpu_ns(pid), s1 = cpu_ns(getpid());
+          if (daemon) walld += w, cpud += c1 - c0, clid += s1 - s0, nd += n;
+          else wallf += w, cpuf += c1 - c0, clif += s1 - s0, nf += n;
         }
       }
-      cd[k] = (double)(s1 - s0) / (double)o->iters;
-      cf[k] = (double)(s3 - s2) / (double)o->iters;
+      rtt_stats ds = latency_stats(latd, nd, walld), fs = latency_stats(latf, nf, wallf);
       d[k] = ds.p50, dm[k] = ds.mean, d99[k] = ds.p99;
       f[k] = fs.p50, fm[k] = fs.mean, f99[k] = fs.p99;
-      dc[k] = (double)(c1 - c0) / (double)o->iters;
-      fc[k] = (double)(c3 - c2) / (double)o->iters;
+      dc[k] = (double)cpud / (double)(nd * depth), fc[k] = (double)cpuf / (double)(nf * depth);
+      cd[k] = (double)clid / (double)(nd * depth), cf[k] = (double)clif / (double)(nf * depth);
     }
   }
   printf("{\"targets\":[");
@@ -221,8 +233,8 @@ static void cmd_rtt(options *o) {
 #define BATCH 512
 
 /* Sends `batches` copies of `batch`, then one read to wait until all were processed.
- * Returns seconds. */
-static double stream(int fd, const uint8_t *batch, size_t len, long batches) {
+ * Returns nanoseconds. */
+static uint64_t stream(int fd, const uint8_t *batch, size_t len, long batches) {
   uint8_t req[HDR + ACCESS], rep[HDR + ACCESS + 4];
   size_t rl = msg_region_read(req, 9, 7, 0, 4);
   uint64_t t0 = now_ns();
@@ -230,7 +242,7 @@ static double stream(int fd, const uint8_t *batch, size_t len, long batches) {
   write_all(fd, req, rl);
   read_exact(fd, rep, sizeof rep);
   check_reply(rep, "sync read after posted writes");
-  return (double)(now_ns() - t0) / 1e9;
+  return now_ns() - t0;
 }
 
 static void cmd_stream(options *o, int multi) {
@@ -247,7 +259,7 @@ static void cmd_stream(options *o, int multi) {
     }
   }
   long batches = (o->msgs + BATCH - 1) / BATCH;
-  double writes = (double)batches * BATCH * (double)per;
+  if (batches < BLOCKS) batches = BLOCKS;
   int fd = client_connect(o->socket, 5000);
   client_negotiate(fd);
   floor_peer fl;
@@ -256,8 +268,15 @@ static void cmd_stream(options *o, int multi) {
   stream(fl.fd, batch, len, batches / 5 + 1);
   double *d = calloc((size_t)o->runs, sizeof *d), *f = calloc((size_t)o->runs, sizeof *f);
   for (long r = 0; r < o->runs; r++) {
-    d[r] = writes / stream(fd, batch, len, batches);
-    f[r] = writes / stream(fl.fd, batch, len, batches);
+    uint64_t td = 0, tf = 0;
+    for (long b = 0; b < BLOCKS; b++) {
+      long n = block_of(batches, b);
+      if (daemon_first(b)) td += stream(fd, batch, len, n), tf += stream(fl.fd, batch, len, n);
+      else tf += stream(fl.fd, batch, len, n), td += stream(fd, batch, len, n);
+    }
+    double writes = (double)batches * BATCH * (double)per;
+    d[r] = writes / ((double)td / 1e9);
+    f[r] = writes / ((double)tf / 1e9);
   }
   printf("{\"writes_per_message\":%ld,", per);
   print_series("daemon_per_s", d, o->runs, 0);
@@ -269,7 +288,8 @@ static void cmd_stream(options *o, int multi) {
 
 /* ---- DMA map churn ------------------------------------------------------ */
 
-static double dma_pairs(int fd, int memfd, long pairs, size_t map_size) {
+/* `pairs` DMA_MAP (with `memfd`) + DMA_UNMAP round trips; returns nanoseconds. */
+static uint64_t dma_pairs(int fd, int memfd, long pairs, size_t map_size) {
   uint8_t map[HDR + 32], unmap[HDR + 24], rep[HDR + 24];
   uint64_t t0 = now_ns();
   for (long i = 0; i < pairs; i++) {
@@ -283,7 +303,7 @@ static double dma_pairs(int fd, int memfd, long pairs, size_t map_size) {
     read_exact(fd, rep, HDR + 24);
     check_reply(rep, "DMA_UNMAP");
   }
-  return (double)pairs / ((double)(now_ns() - t0) / 1e9);
+  return now_ns() - t0;
 }
 
 static void cmd_dma(options *o) {
@@ -297,10 +317,17 @@ static void cmd_dma(options *o) {
   floor_start(&fl);
   dma_pairs(fd, memfd, o->pairs / 5 + 1, map_size);
   dma_pairs(fl.fd, memfd, o->pairs / 5 + 1, map_size);
+  long pairs = o->pairs < BLOCKS ? BLOCKS : o->pairs;
   double *d = calloc((size_t)o->runs, sizeof *d), *f = calloc((size_t)o->runs, sizeof *f);
   for (long r = 0; r < o->runs; r++) {
-    d[r] = dma_pairs(fd, memfd, o->pairs, map_size);
-    f[r] = dma_pairs(fl.fd, memfd, o->pairs, map_size);
+    uint64_t td = 0, tf = 0;
+    for (long b = 0; b < BLOCKS; b++) {
+      long n = block_of(pairs, b);
+      if (daemon_first(b)) td += dma_pairs(fd, memfd, n, map_size), tf += dma_pairs(fl.fd, memfd, n, map_size);
+      else tf += dma_pairs(fl.fd, memfd, n, map_size), td += dma_pairs(fd, memfd, n, map_size);
+    }
+    d[r] = (double)pairs / ((double)td / 1e9);
+    f[r] = (double)pairs / ((double)tf / 1e9);
   }
   printf("{");
   print_series("daemon_per_s", d, o->runs, 0);
@@ -313,11 +340,11 @@ static void cmd_dma(options *o) {
 
 /* ---- mapped bandwidth --------------------------------------------------- */
 
-static double copy_gbps(void *dst, const void *src, size_t n) {
+static uint64_t copy_ns(void *dst, const void *src, size_t n) {
   uint64_t t0 = now_ns();
   memcpy(dst, src, n);
   __asm__ volatile("" ::: "memory");
-  return (double)n / (double)(now_ns() - t0); /* bytes per ns = GB/s */
+  return now_ns() - t0;
 }
 
 static void cmd_mapped(options *o) {
@@ -345,17 +372,19 @@ static void cmd_mapped(options *o) {
   double *rd = calloc((size_t)o->runs, sizeof *rd), *rf = calloc((size_t)o->runs, sizeof *rf);
   double *wd = calloc((size_t)o->runs, sizeof *wd), *wf = calloc((size_t)o->runs, sizeof *wf);
   for (long r = 0; r < o->runs; r++) {
-    if (r % 2 == 0) { /* alternate which goes first, so neither gains from the order */
-      rd[r] = copy_gbps(buf, via, n);
-      rf[r] = copy_gbps(buf, direct, n);
-      wd[r] = copy_gbps(via, buf, n);
-      wf[r] = copy_gbps(direct, buf, n);
-    } else {
-      rf[r] = copy_gbps(buf, direct, n);
-      rd[r] = copy_gbps(buf, via, n);
-      wf[r] = copy_gbps(direct, buf, n);
-      wd[r] = copy_gbps(via, buf, n);
+    uint64_t trd = 0, trf = 0, twd = 0, twf = 0;
+    for (long b = 0; b < BLOCKS; b++) {
+      size_t at = n / BLOCKS * (size_t)b, len = b == BLOCKS - 1 ? n - at : n / BLOCKS;
+      if (daemon_first(b + r)) {
+        trd += copy_ns(buf + at, via + at, len), trf += copy_ns(buf + at, direct + at, len);
+        twd += copy_ns(via + at, buf + at, len), twf += copy_ns(direct + at, buf + at, len);
+      } else {
+        trf += copy_ns(buf + at, direct + at, len), trd += copy_ns(buf + at, via + at, len);
+        twf += copy_ns(direct + at, buf + at, len), twd += copy_ns(via + at, buf + at, len);
+      }
     }
+    rd[r] = (double)n / (double)trd, rf[r] = (double)n / (double)trf; /* bytes per ns = GB/s */
+    wd[r] = (double)n / (double)twd, wf[r] = (double)n / (double)twf;
   }
   printf("{\"bytes\":%zu,", n);
   print_series("read_daemon_gbps", rd, o->runs, 0);
