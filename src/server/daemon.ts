@@ -4,7 +4,7 @@ import type { GpuDevice } from '../device/gpu-device.js';
 import { native } from '../native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits, type PeerCredentials } from '../transport/connection.js';
 import { Counters } from './counters.js';
-import { Listener } from '../transport/listener.js';
+import { ACCEPT_BACKOFF_MS, Listener } from '../transport/listener.js';
 import { Session } from './session.js';
 
 export interface ScrubProgress {
@@ -64,7 +64,8 @@ export class Daemon {
       this.opts.socketPath,
       this.opts.socketMode,
       (fd, peer) => this.onClient(fd, peer),
-      (err) => this.log.error({ err }, 'accept failed'),
+      (err) => this.log.error({ err, retryMs: ACCEPT_BACKOFF_MS }, 'accept failed; retrying quietly until it works again'),
+      (failures) => this.log.info({ failures }, 'accepting clients again'),
     );
     if (this.opts.socketGroup !== undefined) fs.chownSync(this.opts.socketPath, -1, this.opts.socketGroup);
     this.log.info({ socket: this.opts.socketPath }, 'listening');

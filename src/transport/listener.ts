@@ -4,6 +4,9 @@ import type { PeerCredentials } from './connection.js';
 
 export class ListenError extends Error {}
 
+/** How long accepting pauses after accept() fails (EMFILE and the like). */
+export const ACCEPT_BACKOFF_MS = 250;
+
 /**
  * The daemon's listening UNIX socket. A stale socket file left by a dead daemon
  * is replaced; a live one, a symlink or any other kind of file is refused.
@@ -11,6 +14,10 @@ export class ListenError extends Error {}
 export class Listener {
   private readonly poller: Poller;
   private closed = false;
+  private paused = false;
+  private backoff: NodeJS.Timeout | null = null;
+  /** accept() failures since the last success; only the first of a run is reported. */
+  private failures = 0;
   private readonly ino: number;
 
   private constructor(
@@ -18,6 +25,7 @@ export class Listener {
     readonly fd: number,
     private readonly onClient: (fd: number, peer: PeerCredentials | null) => void,
     private readonly onError: (err: Error) => void,
+    private readonly onRecover: (failures: number) => void,
   ) {
     this.ino = fs.statSync(path).ino;
     this.poller = native.createPoller(fd, (status) => this.accept(status));
@@ -29,6 +37,7 @@ export class Listener {
     mode: number,
     onClient: (fd: number, peer: PeerCredentials | null) => void,
     onError: (err: Error) => void,
+    onRecover: (failures: number) => void = () => {},
   ): Listener {
     clearStaleSocket(path);
     let fd: number;
@@ -37,22 +46,31 @@ export class Listener {
     } catch (err) {
       throw new ListenError(`cannot listen on ${path}: ${(err as Error).message}`);
     }
-    return new Listener(path, fd, onClient, onError);
+    return new Listener(path, fd, onClient, onError, onRecover);
+  }
+
+  /** accept() failures in the current run of failures (0 once one succeeds). */
+  get acceptFailures(): number {
+    return this.failures;
   }
 
   /** Leaves new connections in the kernel's backlog until resume(). */
   pause(): void {
-    if (!this.closed) this.poller.stop();
+    this.paused = true;
+    this.updatePolling();
   }
 
   resume(): void {
-    if (!this.closed) this.poller.start(native.READABLE);
+    this.paused = false;
+    this.updatePolling();
   }
 
   /** Stops accepting and removes the socket file, if it is still ours. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.backoff) clearTimeout(this.backoff);
+    this.backoff = null;
     this.poller.close();
     native.closeFd(this.fd);
     try {
@@ -73,11 +91,14 @@ export class Listener {
       try {
         fd = native.accept(this.fd);
       } catch (err) {
-        // EMFILE and the like: report, and keep listening for the next wake-up.
-        this.onError(err as Error);
+        this.failed(err as Error);
         return;
       }
       if (fd < 0) return;
+      if (this.failures > 0) {
+        this.onRecover(this.failures);
+        this.failures = 0;
+      }
       let peer: PeerCredentials | null = null;
       try {
         peer = native.peerCred(fd);
@@ -86,6 +107,27 @@ export class Listener {
       }
       this.onClient(fd, peer);
     }
+  }
+
+  /**
+   * The pending connection stays in the backlog and keeps the socket readable
+   * (EMFILE, ENFILE, ENOBUFS leave it there), so listening on would wake us in
+   * a loop: stop for a moment, then retry. Only the first failure of a run is
+   * reported.
+   */
+  private failed(err: Error): void {
+    if (this.failures++ === 0) this.onError(err);
+    this.backoff = setTimeout(() => {
+      this.backoff = null;
+      this.updatePolling();
+    }, ACCEPT_BACKOFF_MS);
+    this.updatePolling();
+  }
+
+  private updatePolling(): void {
+    if (this.closed) return;
+    if (this.paused || this.backoff) this.poller.stop();
+    else this.poller.start(native.READABLE);
   }
 }
 
