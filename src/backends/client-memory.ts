@@ -33,8 +33,19 @@ export const dmaFileOps: DmaFileOps = {
 
 /** Interrupt delivery through the client's eventfds. */
 export const eventfdSink: EventSink = {
+  check(fd) {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      throw new WireError(Errno.EBADF, 'SET_IRQS: fd cannot be inspected');
+    }
+    // Anything else (a pipe, a FIFO, a file) could block or be written into.
+    if (target !== 'anon_inode:[eventfd]') throw new WireError(Errno.EINVAL, `SET_IRQS: fd is not an eventfd (${target})`);
+  },
   signal(fd) {
-    native.eventfdWrite(fd, 1);
+    // A full counter (-1) already wakes the reader: the interrupt is not lost.
+    native.eventfdSignal(fd);
   },
   close(fd) {
     native.closeFd(fd);

@@ -1,7 +1,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
-import { parseAddress, parseGid, parseMode, parsePciId, parseSize, parseUid } from './parse.js';
+import { parseAddress, parseCount, parseGid, parseMode, parsePciId, parseSize, parseUid } from './parse.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
 import { serve } from './serve.js';
 
@@ -39,6 +39,7 @@ function program(out: (line: string) => void): Command {
     .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
+    .option('--max-client-fds <n>', 'client fds (DMA maps, eventfds) the daemon holds at once; more are refused with EMFILE (default 1024, lowered to fit RLIMIT_NOFILE)', (v: string) => parseCount(v))
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
     .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); BAR2 is this rounded up to a power of two', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
@@ -61,6 +62,7 @@ function program(out: (line: string) => void): Command {
         socketGroup: o.socketGroup,
         allowUids: o.allowUid,
         scrub: o.scrub,
+        maxClientFds: o.maxClientFds,
         apertureSize: o.apertureSize,
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,

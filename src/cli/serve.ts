@@ -8,6 +8,8 @@ import { DEFAULT_IDENTITY, GpuDevice } from '../device/gpu-device.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
+import { clientFdLimit } from '../server/fd-limits.js';
+import type { ConnectionLimits } from '../transport/connection.js';
 import { Limits } from '../wire/constants.js';
 import { formatSize, hex } from './parse.js';
 
@@ -17,6 +19,10 @@ export interface ServeOptions {
   socketGroup?: number | undefined;
   allowUids?: number[];
   scrub?: ScrubMode;
+  /** Client fds (DMA maps, eventfds) held at once; default 1024, lowered to fit RLIMIT_NOFILE. */
+  maxClientFds?: number;
+  /** Framing limits and stall timeouts of client connections (tests make them small). */
+  limits?: ConnectionLimits;
   apertureSize: number;
   apertureBase: number;
   aperturePath?: string | undefined;
@@ -48,6 +54,8 @@ export function startDaemon(opts: ServeOptions): Running {
     aperture.close();
     throw err;
   }
+  const fdCap = clientFdLimit(opts.maxClientFds);
+  if (fdCap.lowered) log.warn({ maxClientFds: fdCap.limit }, 'client fd limit lowered to fit RLIMIT_NOFILE');
   const device = new GpuDevice({
     identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId: opts.deviceId },
     bar0,
@@ -56,6 +64,7 @@ export function startDaemon(opts: ServeOptions): Running {
     events: eventfdSink,
     dmaOps: dmaFileOps,
     maxDmaMaps: Limits.MAX_DMA_MAPS,
+    maxClientFds: fdCap.limit,
   });
   const scrubMode = opts.scrub ?? 'never';
   const daemon = new Daemon(device, log, {
@@ -63,6 +72,7 @@ export function startDaemon(opts: ServeOptions): Running {
     socketMode: opts.socketMode,
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
+    ...(opts.limits ? { limits: opts.limits } : {}),
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
   });
   try {

@@ -1,5 +1,6 @@
 import { DmaMapFlag, Errno } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
+import { FdBudget } from './fd-budget.js';
 
 /** The file operations DMA maps need, injected so the table itself stays pure. */
 export interface DmaFileOps {
@@ -32,6 +33,7 @@ export class DmaMapTable {
     private readonly ops: DmaFileOps,
     readonly maxMaps: number,
     readonly pageSize: number,
+    private readonly fds: FdBudget = new FdBudget(Infinity),
   ) {}
 
   get count(): number {
@@ -39,7 +41,9 @@ export class DmaMapTable {
   }
 
   get heldFds(): number {
-    return this.maps.reduce((n, m) => n + (m.fd === null ? 0 : 1), 0);
+    let n = 0;
+    for (const m of this.maps) if (m.fd !== null) n++;
+    return n;
   }
 
   list(): readonly DmaMapping[] {
@@ -63,7 +67,10 @@ export class DmaMapTable {
     if ((before && before.address + before.size > address) || (after && address + size > after.address)) {
       throw new WireError(Errno.EEXIST, `DMA_MAP: [0x${address.toString(16)}, +0x${size.toString(16)}) overlaps a map`);
     }
-    if (fd !== null) this.ops.check(fd, fdOffset, size);
+    if (fd !== null) {
+      this.ops.check(fd, fdOffset, size);
+      this.fds.take(1, 'DMA_MAP');
+    }
     const m: DmaMapping = { address, size, flags, fd, fdOffset, memory: null };
     this.maps.splice(at, 0, m);
     return m;
@@ -109,7 +116,10 @@ export class DmaMapTable {
   private drop(m: DmaMapping): void {
     if (m.memory) this.ops.unmap(m.memory);
     m.memory = null;
-    if (m.fd !== null) this.ops.close(m.fd);
+    if (m.fd !== null) {
+      this.ops.close(m.fd);
+      this.fds.release(1);
+    }
     m.fd = null;
   }
 

@@ -5,6 +5,7 @@ import { installCapabilities, type MsixLayout } from './capabilities.js';
 import { ConfigRegion } from './config-region.js';
 import { ConfigSpace } from './config-space.js';
 import { DmaMapTable, type DmaFileOps } from './dma-maps.js';
+import { FdBudget } from './fd-budget.js';
 import { Interrupts, type EventSink, type IrqKind } from './interrupts.js';
 import { MemoryBar, type MemoryBacking } from './memory-bar.js';
 import { Cfg, Command, NVIDIA_VENDOR_ID, PCI_CLASS_3D_CONTROLLER, Status } from './pci.js';
@@ -34,6 +35,8 @@ export interface GpuDeviceOptions {
   events: EventSink;
   dmaOps: DmaFileOps;
   maxDmaMaps: number;
+  /** Client fds (DMA maps and eventfds) held at once; unlimited when absent. */
+  maxClientFds?: number;
   msixVectors?: number;
 }
 
@@ -56,6 +59,7 @@ export class GpuDevice {
   readonly interrupts: Interrupts;
   readonly dma: DmaMapTable;
   readonly msix: MsixLayout;
+  readonly clientFds: FdBudget;
   private readonly regions: (Region | null)[];
 
   constructor(private readonly opts: GpuDeviceOptions) {
@@ -75,8 +79,9 @@ export class GpuDevice {
     this.regions[RegionIndex.CONFIG] = new ConfigRegion(this.config);
 
     this.buildConfig();
-    this.interrupts = new Interrupts(irqKinds(vectors), opts.events);
-    this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize);
+    this.clientFds = new FdBudget(opts.maxClientFds ?? Infinity);
+    this.interrupts = new Interrupts(irqKinds(vectors), opts.events, this.clientFds);
+    this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize, this.clientFds);
   }
 
   get identity(): DeviceIdentity {

@@ -1,6 +1,7 @@
 import { Errno, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqInfoFlag, IrqSetFlag } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
 import type { IrqSet } from '../wire/messages.js';
+import { FdBudget } from './fd-budget.js';
 
 export interface IrqKind {
   index: number;
@@ -11,6 +12,8 @@ export interface IrqKind {
 
 /** Signals an eventfd; injected so the device model does no I/O of its own. */
 export interface EventSink {
+  /** Throws (WireError) unless `fd` is something signal() can use. */
+  check(fd: number): void;
   signal(fd: number): void;
   close(fd: number): void;
 }
@@ -34,6 +37,7 @@ export class Interrupts {
   constructor(
     kinds: readonly IrqKind[],
     private readonly sink: EventSink,
+    private readonly fds: FdBudget = new FdBudget(Infinity),
   ) {
     this.state = kinds.map((kind) => ({
       kind,
@@ -105,12 +109,17 @@ export class Interrupts {
 
     if (data === IrqSetFlag.DATA_EVENTFD) {
       const table = action === IrqSetFlag.ACTION_TRIGGER ? s.trigger : s.unmaskFd;
+      for (const fd of fds) this.sink.check(fd);
+      let replaced = 0;
+      for (let i = 0; i < req.count; i++) if (table[req.start + i] != null) replaced++;
+      this.fds.take(fds.length - replaced, 'SET_IRQS');
       const taken = fds.splice(0, fds.length);
       for (let i = 0; i < req.count; i++) {
         const old = table[req.start + i];
         if (old !== null && old !== undefined) this.sink.close(old);
         table[req.start + i] = taken.length > 0 ? taken[i]! : null;
       }
+      if (replaced > taken.length) this.fds.release(replaced - taken.length);
       return;
     }
 
@@ -164,7 +173,10 @@ export class Interrupts {
     for (const table of [s.trigger, s.unmaskFd]) {
       for (let i = 0; i < table.length; i++) {
         const fd = table[i];
-        if (fd !== null && fd !== undefined) this.sink.close(fd);
+        if (fd !== null && fd !== undefined) {
+          this.sink.close(fd);
+          this.fds.release(1);
+        }
         table[i] = null;
       }
     }

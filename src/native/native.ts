@@ -104,6 +104,13 @@ export interface NativeBinding {
    * non-blocking eventfd would overflow (EAGAIN).
    */
   eventfdWrite(fd: number, value: number): number;
+  /**
+   * Adds 1 to someone else's eventfd without ever blocking for long: 0 when
+   * done, -1 when the counter is full (also for a blocking eventfd, whose write
+   * is cut short after about 10 ms by a timer signal). The fd's flags are not
+   * changed.
+   */
+  eventfdSignal(fd: number): number;
   /** Reads and resets (or, with EFD_SEMAPHORE, decrements) the counter; -1 on EAGAIN. */
   eventfdRead(fd: number): number;
   /** Number of open fds of this process (the fd used for counting excluded). */
