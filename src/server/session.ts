@@ -144,6 +144,7 @@ export class Session implements MessageSink {
     if (err instanceof WireError) {
       this.log.debug({ command: commandName(h.command), id: h.id, errno, reason: err.message }, 'request refused');
     } else {
+      this.counters.internalErrors++;
       this.log.warn({ command: commandName(h.command), id: h.id, errno, err }, 'request failed');
     }
     if (noReply) return;

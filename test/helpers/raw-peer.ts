@@ -43,6 +43,8 @@ export class RawPeer {
     let pendingFds = fds;
     const end = Date.now() + timeoutMs;
     while (off < bytes.length) {
+      // our end is closed (and its number maybe reused) once the connection has closed
+      if (this.closedReason !== null) throw new Error(`connection closed: ${this.closedReason}`);
       const n = native.sendMsg(this.fd, bytes, off, bytes.length - off, pendingFds);
       if (n > 0) {
         off += n;
@@ -56,6 +58,7 @@ export class RawPeer {
 
   /** Tries one non-blocking send; returns bytes taken (0 when the socket is full). */
   trySend(bytes: Uint8Array, fds: number[] | null = null): number {
+    if (this.closedReason !== null) throw new Error(`connection closed: ${this.closedReason}`);
     return Math.max(0, native.sendMsg(this.fd, bytes, 0, bytes.length, fds));
   }
 
@@ -92,6 +95,11 @@ export class RawPeer {
   async negotiate(): Promise<void> {
     const r = await this.request(encodeVersion(1, MsgType.COMMAND, 0, 0, QEMU_LIKE_CAPS));
     if (r.header.flags & Flag.ERROR) throw new Error(`VERSION refused: errno ${r.header.error}`);
+  }
+
+  /** Drops whatever arrived so far, closing the fds that came with it. */
+  drain(): void {
+    for (const r of this.inbox.splice(0)) r.fds.forEach((fd) => native.closeFd(fd));
   }
 
   get pending(): number {
