@@ -21,6 +21,11 @@ export interface ServeOptions {
   scrub?: ScrubMode;
   /** Client fds (DMA maps, eventfds) held at once; default 1024, lowered to fit RLIMIT_NOFILE. */
   maxClientFds?: number;
+  /**
+   * How long a new client waits for the previous client's process to exit
+   * before it is refused (default 10 s; 0: no waiting).
+   */
+  tenantExitTimeoutMs?: number;
   /** Framing limits and stall timeouts of client connections (tests make them small). */
   limits?: ConnectionLimits;
   apertureSize: number;
@@ -36,6 +41,8 @@ export interface Running {
   daemon: Daemon;
   stop(): void;
 }
+
+export const DEFAULT_TENANT_EXIT_TIMEOUT_MS = 10_000;
 
 /** Builds the device from the options and starts serving it. */
 export function startDaemon(opts: ServeOptions): Running {
@@ -72,6 +79,7 @@ export function startDaemon(opts: ServeOptions): Running {
     socketMode: opts.socketMode,
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
+    tenantExitTimeoutMs: opts.tenantExitTimeoutMs ?? DEFAULT_TENANT_EXIT_TIMEOUT_MS,
     ...(opts.limits ? { limits: opts.limits } : {}),
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
   });

@@ -123,6 +123,12 @@ export interface NativeBinding {
    */
   ioctl(fd: number, request: number, arg: ArrayBufferView | ArrayBuffer | number): number;
 
+  /**
+   * pidfd_open(pid): an fd (close-on-exec) that a Poller sees READABLE once
+   * the process has exited. ESRCH when there is no such process.
+   */
+  pidfdOpen(pid: number): number;
+
   // --- memory --------------------------------------------------------------
   /** memfd_create(name, flags | MFD_CLOEXEC). */
   memfdCreate(name: string, flags: number): number;

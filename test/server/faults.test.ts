@@ -82,6 +82,8 @@ describe('500 connect/disconnect cycles', () => {
     try {
       await until(() => fs.existsSync(socket), 'socket', 10_000);
       const pid = daemon.pid!;
+      // after one client the daemon also holds a pidfd of this (still running) client process
+      await clientLife(socket, ram, 0);
       await new Promise((r) => setTimeout(r, 300));
       const idleFds = procFds(pid);
       // each client is released (every fd it gave back closed) before the next comes
