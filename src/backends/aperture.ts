@@ -1,6 +1,7 @@
 import fs from 'node:fs';
-import { native } from '../native/native.js';
 import { FdMemory } from './fd-memory.js';
+import { sealedMemfd } from './sealed-memfd.js';
+import { sizeGuard } from './size-guard.js';
 
 export type ApertureKind = 'memfd' | 'file' | 'char-device';
 
@@ -18,6 +19,8 @@ export interface Aperture {
   readonly kind: ApertureKind;
   readonly path: string | null;
   readonly memory: FdMemory;
+  /** Puts back the size of a regular-file backing a client changed; the size found, or null. */
+  restoreSize(): number | null;
   close(): void;
 }
 
@@ -34,16 +37,7 @@ export function openAperture(opts: ApertureOptions): Aperture {
     throw new ApertureError(`aperture base 0x${opts.base.toString(16)} is not aligned to the ${opts.pageSize}-byte page`);
   }
   const end = opts.base + opts.size;
-  if (!opts.path) {
-    const fd = native.memfdCreate('nvgrace-aperture', 0);
-    try {
-      fs.ftruncateSync(fd, end);
-    } catch (err) {
-      native.closeFd(fd);
-      throw err;
-    }
-    return wrap('memfd', null, fd, opts);
-  }
+  if (!opts.path) return wrap('memfd', null, sealedMemfd('nvgrace-aperture', end), opts);
 
   const path = opts.path;
   let fd: number;
@@ -74,9 +68,12 @@ export function openAperture(opts: ApertureOptions): Aperture {
 
 function wrap(kind: ApertureKind, path: string | null, fd: number, opts: ApertureOptions): Aperture {
   let open = true;
+  // memfds are sealed against resizing and devices have no size to change
+  const restoreSize = kind === 'file' ? sizeGuard(fd) : () => null;
   return {
     kind,
     path,
+    restoreSize,
     memory: new FdMemory(fd, opts.base, opts.size),
     close() {
       if (open) fs.closeSync(fd);

@@ -1,7 +1,7 @@
-import fs from 'node:fs';
 import { native } from '../native/native.js';
 import type { Bar0Source } from './bar0-source.js';
 import { FdMemory } from './fd-memory.js';
+import { sealedMemfd } from './sealed-memfd.js';
 
 export const EMULATED_BAR0_SIZE = 16 * 1024 * 1024;
 
@@ -15,13 +15,7 @@ export const READY_VALUE = 0xff;
 
 /** A register file in shared memory, mapped by the client like a real BAR0. */
 export function openEmulatedBar0(): Bar0Source {
-  const fd = native.memfdCreate('nvgrace-bar0', 0);
-  try {
-    fs.ftruncateSync(fd, EMULATED_BAR0_SIZE);
-  } catch (err) {
-    native.closeFd(fd);
-    throw err;
-  }
+  const fd = sealedMemfd('nvgrace-bar0', EMULATED_BAR0_SIZE);
   const memory = new FdMemory(fd, 0, EMULATED_BAR0_SIZE);
   const ready = Buffer.alloc(4);
   ready.writeUInt32LE(READY_VALUE);

@@ -80,6 +80,12 @@ export function startDaemon(opts: ServeOptions): Running {
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
     tenantExitTimeoutMs: opts.tenantExitTimeoutMs ?? DEFAULT_TENANT_EXIT_TIMEOUT_MS,
+    onClientGone: () => {
+      for (const [backing, restore] of [['aperture', () => aperture.restoreSize()], ['BAR0', () => bar0.restoreSize?.() ?? null]] as const) {
+        const found = restore();
+        if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+      }
+    },
     ...(opts.limits ? { limits: opts.limits } : {}),
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
   });

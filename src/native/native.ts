@@ -132,6 +132,8 @@ export interface NativeBinding {
   // --- memory --------------------------------------------------------------
   /** memfd_create(name, flags | MFD_CLOEXEC). */
   memfdCreate(name: string, flags: number): number;
+  /** fcntl(F_ADD_SEALS): e.g. F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL on a memfd made with MFD_ALLOW_SEALING. */
+  memfdAddSeals(fd: number, seals: number): void;
   /**
    * mmap() as an external ArrayBuffer (fd -1 with MAP_ANONYMOUS). length 0
    * throws EINVAL. A length above MAX_MAPPING_LENGTH (4 GiB on Node 20) throws
@@ -163,6 +165,9 @@ export interface NativeBinding {
   readonly WRITABLE: number;
   readonly DISCONNECT: number;
   readonly MFD_ALLOW_SEALING: number;
+  readonly F_SEAL_SEAL: number;
+  readonly F_SEAL_SHRINK: number;
+  readonly F_SEAL_GROW: number;
   readonly MFD_HUGETLB: number;
   readonly MFD_HUGE_2MB: number;
   readonly MFD_HUGE_1GB: number;

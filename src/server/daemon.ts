@@ -35,6 +35,8 @@ export interface DaemonOptions {
    * refused if it has not. 0 or absent: no waiting.
    */
   tenantExitTimeoutMs?: number;
+  /** Called when a client has gone and its maps and eventfds are released (checks on the backing). */
+  onClientGone?: () => void;
 }
 
 interface ActiveClient {
@@ -278,6 +280,11 @@ export class Daemon {
       if (error) log.warn({ reason, err: error }, 'client disconnected');
       else log.info({ reason }, 'client disconnected');
       this.active = null;
+      try {
+        this.opts.onClientGone?.();
+      } catch (err) {
+        log.error({ err }, 'check after the client left failed');
+      }
       const scrubLater = this.released();
       for (const w of this.idleWaiters.splice(0)) w();
       if (this.stopping) return;
