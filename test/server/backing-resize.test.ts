@@ -11,7 +11,12 @@ import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 
 const MiB = 1024 * 1024;
 
-describe('a client resizing the backing files it was given', () => {
+/** The file offset of one of our fds: shared by every fd of the same open file description. */
+function filePos(fd: number): number {
+  return Number(/^pos:\s+(\d+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]);
+}
+
+describe('a client changing the backing files it was given', () => {
   let d: TestDaemon | null = null;
   afterEach(() => {
     d?.stop();
@@ -64,5 +69,29 @@ describe('a client resizing the backing files it was given', () => {
     } finally {
       fs.rmSync(path.dirname(bar0), { recursive: true, force: true });
     }
+  });
+
+  it('gets an open file of its own: what it changes there reaches neither the daemon nor the next client', async () => {
+    d = startTestDaemon({ apertureSize: 8 * MiB });
+    const daemonFd = d.running.daemon.device.aperture.mmap!.fd;
+    const c = VfioUserClient.connect(d.socket);
+    await c.negotiate();
+    const fd = (await c.regionInfo(RegionIndex.BAR2)).fd!;
+    const again = (await c.regionInfo(RegionIndex.BAR2)).fd!; // asked again: the same open file
+    expect(filePos(again)).toBe(0);
+    fs.readSync(fd, Buffer.alloc(4096), 0, 4096, null); // moves the offset of the client's open file
+    expect(filePos(fd)).toBe(4096);
+    expect(filePos(again)).toBe(4096);
+    expect(filePos(daemonFd)).toBe(0);
+    native.closeFd(fd);
+    native.closeFd(again);
+    c.close();
+    await until(() => d!.running.daemon.client === null, 'client gone');
+    const next = VfioUserClient.connect(d.socket);
+    await next.negotiate();
+    const fd2 = (await next.regionInfo(RegionIndex.BAR2)).fd!;
+    expect(filePos(fd2)).toBe(0);
+    native.closeFd(fd2);
+    next.close();
   });
 });
