@@ -11,6 +11,7 @@ import { fillPattern, nvgraceBarCheckArgs, shellQuote } from './bar-check.js';
 import { bootGuest, describeBoot, parseBarCheckDone, parseChecks, type BootResult } from './boot.js';
 import { buildInitramfs } from './initramfs.js';
 import { useQemu } from './qemu-fixture.js';
+import { collectGarbage } from '../native/helpers.js';
 
 const MiB = 1024 * 1024;
 const MEM = 96 * MiB;
@@ -46,7 +47,9 @@ describe('QEMU killed while attached', () => {
       fs.writeSync(fd, tail, 0, 4, MEM - 4);
       fs.closeSync(fd);
       const before = sha(file);
+      await collectGarbage();
       const baseFds = native.fdCount();
+      const heap0 = process.memoryUsage();
 
       /** Boots a guest and SIGKILLs its QEMU (the daemon's client, by its SO_PEERCRED pid) once `ready()` holds. */
       const bootAndKill = async (initCommands: string, ready: (serial: string) => boolean, what: string): Promise<BootResult> => {
@@ -125,6 +128,11 @@ describe('QEMU killed while attached', () => {
       expect(r3.output, why).toContain('bar-check exit=0');
       await afterKill('clean run');
       expect(sha(file)).toBe(before);
+      await collectGarbage();
+      const heap1 = process.memoryUsage();
+      const grew = heap1.heapUsed - heap0.heapUsed + heap1.arrayBuffers - heap0.arrayBuffers;
+      console.info(`three QEMU runs, two killed: heap+buffers ${(grew / MiB).toFixed(2)} MiB, fds ${baseFds} -> ${native.fdCount()}`);
+      expect(grew).toBeLessThan(8 * MiB);
     } finally {
       fs.rmSync(file, { force: true });
     }
