@@ -99,6 +99,22 @@ static bool wake_setup(void) {
   return true;
 }
 
+/* One 8-byte read or write of an eventfd under the timer. Returns 1 when done,
+ * 0 when it would block (EAGAIN, or cut short), -1 with errno set on error. */
+static int timed_eventfd_io(int fd, uint64_t *value, bool writing) {
+  if (!wake_setup()) return -1;
+  const struct itimerspec arm = {.it_value = {.tv_sec = 0, .tv_nsec = NV_SIGNAL_TIMEOUT_NS}};
+  const struct itimerspec off = {.it_value = {.tv_sec = 0, .tv_nsec = 0}};
+  if (timer_settime(wake_timer, 0, &arm, NULL) != 0) return -1;
+  ssize_t n = writing ? write(fd, value, sizeof *value) : read(fd, value, sizeof *value);
+  int err = errno;
+  timer_settime(wake_timer, 0, &off, NULL);
+  if (n == (ssize_t)sizeof *value) return 1;
+  if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) return 0;
+  errno = n < 0 ? err : EIO;
+  return -1;
+}
+
 /* eventfdSignal(fd): number -- adds 1 to the counter: 0 when done, -1 when the
  * counter is full (EAGAIN, or a blocking write cut short): the reader has an
  * event pending then anyway. Never blocks for more than about 10 ms. */
@@ -107,18 +123,27 @@ static napi_value eventfd_signal_js(napi_env env, napi_callback_info info) {
   int fd;
   if (!nv_args(env, info, 1, argv, NULL, NULL)) return NULL;
   if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
-  if (!wake_setup()) return nv_throw_errno(env, errno, "timer_create", NULL);
-  const struct itimerspec arm = {.it_value = {.tv_sec = 0, .tv_nsec = NV_SIGNAL_TIMEOUT_NS}};
-  const struct itimerspec off = {.it_value = {.tv_sec = 0, .tv_nsec = 0}};
   uint64_t one = 1;
-  if (timer_settime(wake_timer, 0, &arm, NULL) != 0)
-    return nv_throw_errno(env, errno, "timer_settime", NULL);
-  ssize_t n = write(fd, &one, sizeof one);
-  int err = errno;
-  timer_settime(wake_timer, 0, &off, NULL);
-  if (n == (ssize_t)sizeof one) return nv_number(env, 0);
-  if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) return nv_number(env, -1);
-  return nv_throw_errno(env, n < 0 ? err : EIO, "write", NULL);
+  int r = timed_eventfd_io(fd, &one, true);
+  if (r < 0) return nv_throw_errno(env, errno, "write", NULL);
+  return nv_number(env, r == 1 ? 0 : -1);
+}
+
+/* eventfdTryRead(fd): number -- reads and resets the counter of someone else's
+ * eventfd: the value, or -1 when there is nothing to read (also for a blocking
+ * eventfd another reader emptied first, cut short after about 10 ms). */
+static napi_value eventfd_try_read_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!nv_args(env, info, 1, argv, NULL, NULL)) return NULL;
+  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  uint64_t v = 0;
+  int r = timed_eventfd_io(fd, &v, false);
+  if (r < 0) return nv_throw_errno(env, errno, "read", NULL);
+  if (r == 0) return nv_number(env, -1);
+  napi_value out;
+  NV_CALL(env, napi_create_double(env, (double)v, &out));
+  return out;
 }
 
 /* eventfdRead(fd): number -- the counter value, or -1 on EAGAIN. */
@@ -196,6 +221,7 @@ bool nv_init_fd(napi_env env, napi_value exports) {
       NV_FN("eventfd", eventfd_js),
       NV_FN("eventfdWrite", eventfd_write_js),
       NV_FN("eventfdSignal", eventfd_signal_js),
+      NV_FN("eventfdTryRead", eventfd_try_read_js),
       NV_FN("eventfdRead", eventfd_read_js),
       NV_FN("fdCount", fd_count),
       NV_FN("ioctl", ioctl_js),

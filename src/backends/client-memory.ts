@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { DmaFileOps } from '../device/dma-maps.js';
 import type { EventSink } from '../device/interrupts.js';
-import { native } from '../native/native.js';
+import { native, type Poller } from '../native/native.js';
 import { Errno } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
 
@@ -46,6 +46,20 @@ export const eventfdSink: EventSink = {
   signal(fd) {
     // A full counter (-1) already wakes the reader: the interrupt is not lost.
     native.eventfdSignal(fd);
+  },
+  watch(fd, onSignal) {
+    let poller: Poller;
+    try {
+      poller = native.createPoller(fd, (status) => {
+        if (status < 0) return;
+        // the client may read its eventfd first, and may have made it blocking
+        if (native.eventfdTryRead(fd) > 0) onSignal();
+      });
+      poller.start(native.READABLE);
+    } catch {
+      return () => {}; // an eventfd epoll cannot watch: unmask by eventfd does nothing
+    }
+    return () => poller.close();
   },
   close(fd) {
     native.closeFd(fd);

@@ -3,7 +3,11 @@ import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
 import { parseAddress, parseCount, parseGid, parseMode, parsePciId, parseSize, parseUid } from './parse.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
+import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
 import { serve } from './serve.js';
+import { optionsFromEnv } from './env-options.js';
+import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
+import { parseListenAddress } from '../service/metrics-http.js';
 
 const NAME = 'nvgrace-vfio-user';
 
@@ -15,6 +19,9 @@ Examples:
   # a Grace Hopper host: the coherent memory through /dev/mem
   ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock \\
       --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
+
+  # the mainline Grace Hopper layout for NVIDIA's stock guest driver: usemem at BAR4, resmem at BAR2
+  ${NAME} serve --socket /tmp/gpu.sock --layout gh --aperture-size 96G
 
   # a file in /dev/shm that survives daemon restarts, and BAR0 from a sysfs resource
   ${NAME} serve --socket /tmp/gpu.sock --aperture-path /dev/shm/gpu0 --aperture-size 1G \\
@@ -33,16 +40,16 @@ function program(out: (line: string) => void): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
     .showHelpAfterError(false);
 
-  p.command('serve')
+  const serveCmd = optionsFromEnv(p.command('serve'))
     .description('serve the device on a UNIX socket until SIGTERM or SIGINT')
-    .requiredOption('--socket <path>', 'UNIX socket to listen on')
+    .option('--socket <path>', 'UNIX socket to listen on (not needed when systemd passes one)')
     .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
     .option('--max-client-fds <n>', 'client fds (DMA maps, eventfds) the daemon holds at once; more are refused with EMFILE (default 1024, lowered to fit RLIMIT_NOFILE)', (v: string) => parseCount(v))
     .option('--tenant-exit-timeout <seconds>', 'a new client waits this long for the previous client\'s process to exit (it may still map the aperture), else it is refused; 0: no waiting', (v: string) => parseCount(v, 0), 10)
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
-    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); BAR2 is this rounded up to a power of two', parseSize, 96 * 2 ** 20)
+    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/mem, a regular, /dev/shm, hugetlbfs or DAX file (default: anonymous shared memory)')
     .addOption(new Option('--bar0 <source>', 'BAR0 registers: "emulated" or "file:PATH"').default('emulated').argParser((v) => {
@@ -52,13 +59,24 @@ function program(out: (line: string) => void): Command {
         throw new InvalidArgumentError((err as Error).message);
       }
     }))
+    .addOption(new Option('--layout <layout>', 'memory BARs: bar2 (all at BAR2), gh (Grace Hopper: usemem BAR4, resmem BAR2), gb (Grace Blackwell: all at BAR4)').choices(LAYOUT_NAMES).default('bar2'))
     .option('--vendor-id <id>', 'PCI vendor ID (hex)', parsePciId, 0x10de)
-    .option('--device-id <id>', 'PCI device ID (hex)', parsePciId, 0x2342)
+    .option('--device-id <id>', 'PCI device ID (hex); default 2342 (bar2, gh) or 2941 (gb)', parsePciId)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .option('--metrics-listen <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port is loopback only)', asArgument(parseListenAddress))
     .addHelpText('after', SERVE_EXAMPLES)
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
+      try {
+        planLayout(o.layout, o.apertureSize);
+      } catch (err) {
+        if (err instanceof LayoutError) cmd.error(`error: ${err.message} (--aperture-size)`, { exitCode: 2, code: 'nvgrace.layout' });
+        throw err;
+      }
+      const listenFd = listenFdOrUsageError(cmd, o.socket);
       p.setOptionValue('exitCode', await serve({
         socket: o.socket,
+        listenFd: listenFd ?? undefined,
+        metricsListen: o.metricsListen,
         socketMode: o.socketMode,
         socketGroup: o.socketGroup,
         allowUids: o.allowUid,
@@ -69,6 +87,7 @@ function program(out: (line: string) => void): Command {
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,
         bar0: typeof o.bar0 === 'string' ? parseBar0Spec(o.bar0) : o.bar0,
+        layout: o.layout,
         vendorId: o.vendorId,
         deviceId: o.deviceId,
         logLevel: o.logLevel,
@@ -82,6 +101,7 @@ function program(out: (line: string) => void): Command {
     .action(async (o) => {
       p.setOptionValue('exitCode', await inspect(o.socket, out));
     });
+  addServiceCommands(p, serveCmd, out);
   return p;
 }
 

@@ -5,16 +5,26 @@ import type { Bar0Source, Bar0Spec } from '../backends/bar0-source.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
 import { DEFAULT_IDENTITY, GpuDevice } from '../device/gpu-device.js';
+import { deviceIdMismatch, LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
 import { clientFdLimit } from '../server/fd-limits.js';
 import type { ConnectionLimits } from '../transport/connection.js';
 import { Limits } from '../wire/constants.js';
+import { daemonRegistry, type DeviceLabels } from '../service/metrics.js';
+import { startMetricsServer, type ListenAddress } from '../service/metrics-http.js';
+import { ServiceNotifier } from '../service/notify.js';
+import { countersSummary } from '../service/stats.js';
+import type { Registry } from 'prom-client';
+import type { Logger } from 'pino';
 import { formatSize, hex } from './parse.js';
 
 export interface ServeOptions {
-  socket: string;
+  /** Socket file to create; unused when listenFd is given. */
+  socket?: string | undefined;
+  /** A listening socket passed by socket activation. */
+  listenFd?: number | undefined;
   socketMode: number;
   socketGroup?: number | undefined;
   allowUids?: number[];
@@ -32,22 +42,40 @@ export interface ServeOptions {
   apertureBase: number;
   aperturePath?: string | undefined;
   bar0: Bar0Spec;
+  /** Which BARs hold the memory; default `bar2`. */
+  layout?: LayoutName | undefined;
   vendorId: number;
-  deviceId: number;
+  /** Default: the layout's (0x2342 for bar2 and gh, 0x2941 for gb). */
+  deviceId?: number | undefined;
   logLevel: string;
+  /** Where to serve Prometheus metrics, if anywhere. */
+  metricsListen?: ListenAddress | undefined;
 }
 
 export interface Running {
   daemon: Daemon;
+  /** What metrics say about the device. */
+  labels: DeviceLabels;
   stop(): void;
 }
 
 export const DEFAULT_TENANT_EXIT_TIMEOUT_MS = 10_000;
 
+/** What the daemon tells its service manager, and the logger to use. */
+export interface DaemonHooks {
+  log?: Logger;
+  onStatus?: (status: string) => void;
+  onReady?: () => void;
+}
+
 /** Builds the device from the options and starts serving it. */
-export function startDaemon(opts: ServeOptions): Running {
-  const log = createLogger(opts.logLevel);
+export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Running {
+  const { log = createLogger(opts.logLevel), ...daemonHooks } = hooks;
   const pageSize = native.pageSize();
+  const layoutName = opts.layout ?? 'bar2';
+  // before the backing is opened (or created): a size the layout cannot split is refused up front
+  planLayout(layoutName, opts.apertureSize);
+  const deviceId = opts.deviceId ?? LAYOUTS[layoutName].defaultDeviceId;
   const aperture: Aperture = openAperture({
     size: opts.apertureSize,
     base: opts.apertureBase,
@@ -64,9 +92,10 @@ export function startDaemon(opts: ServeOptions): Running {
   const fdCap = clientFdLimit(opts.maxClientFds);
   if (fdCap.lowered) log.warn({ maxClientFds: fdCap.limit }, 'client fd limit lowered to fit RLIMIT_NOFILE');
   const device = new GpuDevice({
-    identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId: opts.deviceId },
+    identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId },
     bar0,
     aperture: aperture.memory,
+    layout: layoutName,
     pageSize,
     events: eventfdSink,
     dmaOps: dmaFileOps,
@@ -76,6 +105,7 @@ export function startDaemon(opts: ServeOptions): Running {
   const scrubMode = opts.scrub ?? 'never';
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,
+    listenFd: opts.listenFd,
     socketMode: opts.socketMode,
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
@@ -88,6 +118,7 @@ export function startDaemon(opts: ServeOptions): Running {
     },
     ...(opts.limits ? { limits: opts.limits } : {}),
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
+    ...daemonHooks,
   });
   try {
     daemon.start();
@@ -96,26 +127,33 @@ export function startDaemon(opts: ServeOptions): Running {
     aperture.close();
     throw err;
   }
-  log.info(
-    {
-      vendor: hex(opts.vendorId, 4),
-      device: hex(opts.deviceId, 4),
-      bar0: { source: bar0.description, size: formatSize(device.bar0.size) },
-      bar2: {
-        backing: aperture.kind,
-        path: aperture.path,
-        base: hex(opts.apertureBase),
-        memory: formatSize(opts.apertureSize),
-        size: formatSize(device.aperture.size),
-        mapped: formatSize(device.aperture.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
-      },
-    },
-    'device ready',
-  );
+  if (deviceIdMismatch(layoutName, deviceId)) {
+    log.warn({ device: hex(deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
+  }
+  const memory = { backing: aperture.kind, path: aperture.path, base: hex(opts.apertureBase), size: formatSize(opts.apertureSize) };
+  const bars: Record<string, unknown> = { bar0: { source: bar0.description, size: formatSize(device.bar0.size) } };
+  for (const part of device.memoryLayout.bars) {
+    bars[`bar${part.bar}`] = {
+      holds: part.role,
+      offset: hex(part.offset),
+      memory: formatSize(part.length),
+      size: formatSize(part.barSize),
+      mapped: formatSize(device.region(part.bar)?.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
+    };
+  }
+  log.info({ vendor: hex(opts.vendorId, 4), device: hex(deviceId, 4), layout: layoutName, memory, ...bars }, 'device ready');
 
   let stopped = false;
   return {
     daemon,
+    labels: {
+      vendorId: hex(opts.vendorId, 4),
+      deviceId: hex(deviceId, 4),
+      layout: layoutName,
+      backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
+      memoryBytes: opts.apertureSize,
+      barBytes: device.aperture.size,
+    },
     stop() {
       if (stopped) return;
       stopped = true;
@@ -130,18 +168,48 @@ export function startDaemon(opts: ServeOptions): Running {
   };
 }
 
-/** Runs until SIGTERM or SIGINT, then closes the client and removes the socket. */
+/**
+ * Runs until SIGTERM or SIGINT, then closes the client and removes the socket
+ * (unless the service manager passed it). Tells systemd what it is doing when
+ * run as a Type=notify service; SIGUSR1 logs a summary of the counters.
+ */
 export async function serve(opts: ServeOptions): Promise<number> {
-  const running = startDaemon(opts);
+  const log = createLogger(opts.logLevel);
+  const notifier = ServiceNotifier.fromEnv(log);
+  // Bound first, so a busy port fails the start before systemd hears READY=1.
+  let registry: Registry | null = null;
+  const metrics = opts.metricsListen ? await startMetricsServer(() => registry, opts.metricsListen) : null;
+  let running: Running;
+  try {
+    running = startDaemon(opts, {
+      log,
+      onStatus: (text) => notifier.status(text),
+      onReady: () => notifier.notifyReady(),
+    });
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
+  const { daemon } = running;
+  if (metrics) {
+    registry = daemonRegistry(daemon, running.labels);
+    log.info({ address: metrics.address }, 'serving metrics at /metrics');
+  }
+  notifier.startWatchdog();
+  const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
+  process.on('SIGUSR1', onUsr1);
   await new Promise<void>((resolve) => {
     const onSignal = () => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      running.stop();
       resolve();
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+  notifier.stopping();
+  process.off('SIGUSR1', onUsr1);
+  running.stop();
+  await metrics?.close();
   return 0;
 }

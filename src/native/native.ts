@@ -111,6 +111,12 @@ export interface NativeBinding {
    * changed.
    */
   eventfdSignal(fd: number): number;
+  /**
+   * Reads and resets someone else's eventfd without ever blocking for long:
+   * the counter, or -1 when there is nothing to read (also for a blocking
+   * eventfd, whose read is cut short after about 10 ms).
+   */
+  eventfdTryRead(fd: number): number;
   /** Reads and resets (or, with EFD_SEMAPHORE, decrements) the counter; -1 on EAGAIN. */
   eventfdRead(fd: number): number;
   /** Number of open fds of this process (the fd used for counting excluded). */
@@ -159,6 +165,21 @@ export interface NativeBinding {
    * EPERM for fds epoll cannot watch (regular files, memfds).
    */
   createPoller(fd: number, callback: PollCallback): Poller;
+
+  // --- service manager (binding/notify.c) -----------------------------------
+  /**
+   * Sends `message` as one AF_UNIX datagram to a NOTIFY_SOCKET address: "/path",
+   * or "@name" for the abstract namespace (anything else throws EAFNOSUPPORT).
+   */
+  notifySend(address: string, message: string): void;
+  /** A bound, non-blocking datagram socket at such an address; read it with recvMsg. */
+  notifyListen(address: string): number;
+  /**
+   * Takes over an inherited listening socket (socket activation): throws unless
+   * it is a listening AF_UNIX stream socket, then makes it non-blocking and
+   * close-on-exec. Returns its address ("/path", "@name", or "" if unnamed).
+   */
+  adoptListener(fd: number): string;
 
   // --- constants -----------------------------------------------------------
   readonly READABLE: number;

@@ -1,10 +1,11 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { GpuDevice } from '../device/gpu-device.js';
 import { native } from '../native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits, type PeerCredentials } from '../transport/connection.js';
 import { Counters } from './counters.js';
-import { ACCEPT_BACKOFF_MS, Listener } from '../transport/listener.js';
+import { ACCEPT_BACKOFF_MS, ListenError, Listener } from '../transport/listener.js';
 import { ProcessWatch } from './process-watch.js';
 import { Session } from './session.js';
 
@@ -14,7 +15,10 @@ export interface ScrubProgress {
 }
 
 export interface DaemonOptions {
-  socketPath: string;
+  /** Socket file to create; unused when listenFd is given. */
+  socketPath?: string | undefined;
+  /** An inherited listening socket (socket activation); its file is not ours to touch. */
+  listenFd?: number | undefined;
   socketMode: number;
   /** Group to give the socket file (numeric gid), if any. */
   socketGroup?: number | undefined;
@@ -28,6 +32,8 @@ export interface DaemonOptions {
   };
   /** What the daemon is doing, in words (for a service manager's status line). */
   onStatus?: (status: string) => void;
+  /** Called once, when the device first serves clients (after a start-up scrub). */
+  onReady?: () => void;
   /**
    * A client that disconnects may live on and keep its mapping of the aperture.
    * A new client from another process then waits up to this long for it to
@@ -58,6 +64,8 @@ export class Daemon {
   private idleWaiters: (() => void)[] = [];
   private stopping = false;
   private scrubbing: Promise<void> | null = null;
+  private scrubState: ScrubProgress | null = null;
+  private readied = false;
   /** The attached client's process, watched so we know when it is gone. */
   private tenant: ProcessWatch | null = null;
   /** A detached client's process that is still running. */
@@ -77,17 +85,38 @@ export class Daemon {
   }
 
   start(): void {
-    this.listener = Listener.open(
-      this.opts.socketPath,
-      this.opts.socketMode,
-      (fd, peer) => this.onClient(fd, peer),
-      (err) => this.log.error({ err, retryMs: ACCEPT_BACKOFF_MS }, 'accept failed; retrying quietly until it works again'),
-      (failures) => this.log.info({ failures }, 'accepting clients again'),
-    );
-    if (this.opts.socketGroup !== undefined) fs.chownSync(this.opts.socketPath, -1, this.opts.socketGroup);
-    this.log.info({ socket: this.opts.socketPath }, 'listening');
+    const onClient = (fd: number, peer: PeerCredentials | null) => this.onClient(fd, peer);
+    const onError = (err: Error) => this.log.error({ err, retryMs: ACCEPT_BACKOFF_MS }, 'accept failed; retrying quietly until it works again');
+    const onRecover = (failures: number) => this.log.info({ failures }, 'accepting clients again');
+    if (this.opts.listenFd !== undefined) {
+      this.listener = Listener.adopt(this.opts.listenFd, onClient, onError, onRecover);
+      const asked = this.opts.socketPath;
+      if (asked !== undefined && path.resolve(asked) !== this.listener.path) {
+        this.listener.close();
+        throw new ListenError(`--socket ${asked} is not the socket the service manager passed (${this.listener.path || 'unnamed'})`);
+      }
+      this.log.info({ socket: this.listener.path, fd: this.opts.listenFd }, 'listening on the socket passed by the service manager');
+    } else {
+      const file = this.opts.socketPath;
+      if (file === undefined) throw new ListenError('no socket to listen on');
+      this.listener = Listener.open(file, this.opts.socketMode, onClient, onError, onRecover);
+      if (this.opts.socketGroup !== undefined) fs.chownSync(file, -1, this.opts.socketGroup);
+      this.log.info({ socket: file }, 'listening');
+    }
     if (this.opts.scrub?.mode === 'on-start') this.scrub('start');
-    else this.status('waiting for a client');
+    else this.serving();
+  }
+
+  /** Bytes scrubbed so far, while a scrub runs. */
+  get scrubProgress(): ScrubProgress | null {
+    return this.scrubState;
+  }
+
+  private serving(): void {
+    this.status('waiting for a client');
+    if (this.readied) return;
+    this.readied = true;
+    this.opts.onReady?.();
   }
 
   /** Ends the session (if any), stops listening and removes the socket. */
@@ -123,9 +152,11 @@ export class Daemon {
     let lastPct = -1;
     this.log.info({ why }, 'scrubbing aperture');
     this.status('scrubbing 0%');
+    this.scrubState = { done: 0, total: 0 };
     this.scrubbing = scrub
       .run(
         (p) => {
+          this.scrubState = p;
           const pct = Math.floor((100 * p.done) / p.total);
           if (pct !== lastPct) this.status(`scrubbing ${pct}%`);
           lastPct = pct;
@@ -146,9 +177,10 @@ export class Daemon {
       )
       .finally(() => {
         this.scrubbing = null;
+        this.scrubState = null;
         if (!this.stopping) {
           this.listener?.resume();
-          this.status('waiting for a client');
+          this.serving();
         }
       });
   }
@@ -237,7 +269,7 @@ export class Daemon {
   }
 
   /** The client left. If its process lives on, the next tenant (and an on-release scrub) waits for it. */
-  private released(): boolean {
+  private released(mayHaveWritten: boolean): boolean {
     const t = this.tenant;
     this.tenant = null;
     if (!t) return false;
@@ -247,7 +279,7 @@ export class Daemon {
     }
     this.previous?.close();
     this.previous = t;
-    this.scrubWhenPreviousExits = this.opts.scrub?.mode === 'on-release';
+    this.scrubWhenPreviousExits = this.opts.scrub?.mode === 'on-release' && mayHaveWritten;
     this.log.info({ pid: t.pid }, 'the client disconnected but its process is still running');
     t.onExit((exited) => {
       if (this.previous !== t) return;
@@ -285,10 +317,10 @@ export class Daemon {
       } catch (err) {
         log.error({ err }, 'check after the client left failed');
       }
-      const scrubLater = this.released();
+      const scrubLater = this.released(session.mayHaveWritten);
       for (const w of this.idleWaiters.splice(0)) w();
       if (this.stopping) return;
-      if (this.opts.scrub?.mode === 'on-release' && !scrubLater) this.scrub('release');
+      if (this.opts.scrub?.mode === 'on-release' && session.mayHaveWritten && !scrubLater) this.scrub('release');
       else this.status('waiting for a client');
     });
     this.active = { connection, session, peer, since: Date.now() };

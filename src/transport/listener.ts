@@ -9,7 +9,9 @@ export const ACCEPT_BACKOFF_MS = 250;
 
 /**
  * The daemon's listening UNIX socket. A stale socket file left by a dead daemon
- * is replaced; a live one, a symlink or any other kind of file is refused.
+ * is replaced; a live one, a symlink or any other kind of file is refused. A
+ * socket passed in by a service manager (adopt) is used as it is and its file
+ * is left alone: the service manager owns it.
  */
 export class Listener {
   private readonly poller: Poller;
@@ -18,16 +20,16 @@ export class Listener {
   private backoff: NodeJS.Timeout | null = null;
   /** accept() failures since the last success; only the first of a run is reported. */
   private failures = 0;
-  private readonly ino: number;
 
   private constructor(
     readonly path: string,
     readonly fd: number,
     private readonly onClient: (fd: number, peer: PeerCredentials | null) => void,
     private readonly onError: (err: Error) => void,
+    /** Inode of the socket file we created, which close() removes; null when not ours. */
+    private readonly ino: number | null,
     private readonly onRecover: (failures: number) => void,
   ) {
-    this.ino = fs.statSync(path).ino;
     this.poller = native.createPoller(fd, (status) => this.accept(status));
     this.poller.start(native.READABLE);
   }
@@ -46,7 +48,23 @@ export class Listener {
     } catch (err) {
       throw new ListenError(`cannot listen on ${path}: ${(err as Error).message}`);
     }
-    return new Listener(path, fd, onClient, onError, onRecover);
+    return new Listener(path, fd, onClient, onError, fs.statSync(path).ino, onRecover);
+  }
+
+  /** Serves on an inherited listening socket (systemd socket activation). */
+  static adopt(
+    fd: number,
+    onClient: (fd: number, peer: PeerCredentials | null) => void,
+    onError: (err: Error) => void,
+    onRecover: (failures: number) => void = () => {},
+  ): Listener {
+    let address: string;
+    try {
+      address = native.adoptListener(fd);
+    } catch (err) {
+      throw new ListenError(`inherited fd ${fd} is not a listening UNIX stream socket: ${(err as Error).message}`);
+    }
+    return new Listener(address, fd, onClient, onError, null, onRecover);
   }
 
   /** accept() failures in the current run of failures (0 once one succeeds). */
@@ -73,6 +91,7 @@ export class Listener {
     this.backoff = null;
     this.poller.close();
     native.closeFd(this.fd);
+    if (this.ino === null) return;
     try {
       if (fs.lstatSync(this.path).ino === this.ino) fs.unlinkSync(this.path);
     } catch {

@@ -11,7 +11,7 @@ function fill(fd: number, value: bigint): void {
   fs.writeSync(fd, b);
 }
 
-describe('eventfdSignal', () => {
+describe('eventfdSignal and eventfdTryRead', () => {
   it('adds 1 to a non-blocking eventfd, and reports a full counter as -1', () => {
     const fd = native.eventfd(0, native.EFD_NONBLOCK);
     expect(native.eventfdSignal(fd)).toBe(0);
@@ -38,5 +38,15 @@ describe('eventfdSignal', () => {
     const fd = native.eventfd(0, 0);
     native.closeFd(fd);
     expect(() => native.eventfdSignal(fd)).toThrow(/EBADF|bad file/i);
+  });
+
+  it('eventfdTryRead: reads and resets, and returns -1 from an empty blocking eventfd instead of waiting', () => {
+    const fd = native.eventfd(0, 0); // blocking
+    expect(native.eventfdTryRead(fd)).toBe(-1);
+    native.eventfdWrite(fd, 3);
+    expect(native.eventfdTryRead(fd)).toBe(3);
+    expect(native.eventfdTryRead(fd)).toBe(-1);
+    expect(isNonblocking(fd)).toBe(false);
+    native.closeFd(fd);
   });
 });

@@ -313,7 +313,7 @@ describe('bad input over a raw socket', () => {
         [IrqSetFlag.DATA_NONE | T, IrqIndex.MSIX, 16, 1, null, null], // start beyond
         [IrqSetFlag.DATA_NONE | T, IrqIndex.MSIX, 15, 2, null, null], // range beyond
         [IrqSetFlag.DATA_NONE | T, IrqIndex.MSIX, 0xffffffff, 2, null, null], // start + count overflows u32
-        [IrqSetFlag.DATA_NONE | T, IrqIndex.MSI, 0, 1, null, null], // MSI has no vectors
+        [IrqSetFlag.DATA_NONE | T, IrqIndex.MSI, 1, 1, null, null], // MSI has one vector
         [IrqSetFlag.DATA_BOOL | T, IrqIndex.MSIX, 0, 4, null, new Uint8Array([1, 1])], // too few bools
         [IrqSetFlag.DATA_EVENTFD | T, IrqIndex.MSIX, 0, 0, [efd], null], // count 0 with an fd
         [IrqSetFlag.DATA_BOOL | T, IrqIndex.MSIX, 1, 0, null, null], // count 0 that is not a disable
