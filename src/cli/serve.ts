@@ -38,9 +38,16 @@ export interface ServeOptions {
   tenantExitTimeoutMs?: number;
   /** Framing limits and stall timeouts of client connections (tests make them small). */
   limits?: ConnectionLimits;
-  apertureSize: number;
+  /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
+  apertureSize?: number | undefined;
   apertureBase: number;
   aperturePath?: string | undefined;
+  /** Huge page size in bytes (2 MiB or 1 GiB). */
+  apertureHugePages?: number | undefined;
+  apertureNumaNode?: number | undefined;
+  /** For tests: the CPU architecture start-up warnings are for, and where sysfs is. */
+  arch?: string | undefined;
+  sysfsRoot?: string | undefined;
   bar0: Bar0Spec;
   /** Which BARs hold the memory; default `bar2`. */
   layout?: LayoutName | undefined;
@@ -54,6 +61,8 @@ export interface ServeOptions {
 
 export interface Running {
   daemon: Daemon;
+  /** The backing; its `facts` say what it is (kind, NUMA node, page size, cacheable). */
+  aperture: Aperture;
   /** What metrics say about the device. */
   labels: DeviceLabels;
   stop(): void;
@@ -74,14 +83,20 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   const pageSize = native.pageSize();
   const layoutName = opts.layout ?? 'bar2';
   // before the backing is opened (or created): a size the layout cannot split is refused up front
-  planLayout(layoutName, opts.apertureSize);
+  // (a device-dax without a size is sized from sysfs, and checked when the device is built)
+  if (opts.apertureSize !== undefined) planLayout(layoutName, opts.apertureSize);
   const deviceId = opts.deviceId ?? LAYOUTS[layoutName].defaultDeviceId;
   const aperture: Aperture = openAperture({
     size: opts.apertureSize,
     base: opts.apertureBase,
     path: opts.aperturePath,
     pageSize,
+    hugePageSize: opts.apertureHugePages,
+    numaNode: opts.apertureNumaNode,
+    arch: opts.arch,
+    sysfsRoot: opts.sysfsRoot,
   });
+  for (const w of aperture.warnings) log.warn(w);
   let bar0: Bar0Source;
   try {
     bar0 = opts.bar0.kind === 'emulated' ? openEmulatedBar0() : openFileBar0(opts.bar0.path);
@@ -91,17 +106,24 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   }
   const fdCap = clientFdLimit(opts.maxClientFds);
   if (fdCap.lowered) log.warn({ maxClientFds: fdCap.limit }, 'client fd limit lowered to fit RLIMIT_NOFILE');
-  const device = new GpuDevice({
-    identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId },
-    bar0,
-    aperture: aperture.memory,
-    layout: layoutName,
-    pageSize,
-    events: eventfdSink,
-    dmaOps: dmaFileOps,
-    maxDmaMaps: Limits.MAX_DMA_MAPS,
-    maxClientFds: fdCap.limit,
-  });
+  let device: GpuDevice;
+  try {
+    device = new GpuDevice({
+      identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId },
+      bar0,
+      aperture: aperture.memory,
+      layout: layoutName,
+      pageSize,
+      events: eventfdSink,
+      dmaOps: dmaFileOps,
+      maxDmaMaps: Limits.MAX_DMA_MAPS,
+      maxClientFds: fdCap.limit,
+    });
+  } catch (err) {
+    bar0.close();
+    aperture.close();
+    throw err;
+  }
   const scrubMode = opts.scrub ?? 'never';
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,
@@ -130,7 +152,7 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   if (deviceIdMismatch(layoutName, deviceId)) {
     log.warn({ device: hex(deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
   }
-  const memory = { backing: aperture.kind, path: aperture.path, base: hex(opts.apertureBase), size: formatSize(opts.apertureSize) };
+  const memory = { backing: aperture.facts, base: hex(opts.apertureBase), size: formatSize(aperture.memory.size) };
   const bars: Record<string, unknown> = { bar0: { source: bar0.description, size: formatSize(device.bar0.size) } };
   for (const part of device.memoryLayout.bars) {
     bars[`bar${part.bar}`] = {
@@ -146,12 +168,13 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   let stopped = false;
   return {
     daemon,
+    aperture,
     labels: {
       vendorId: hex(opts.vendorId, 4),
       deviceId: hex(deviceId, 4),
       layout: layoutName,
       backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
-      memoryBytes: opts.apertureSize,
+      memoryBytes: aperture.memory.size,
       barBytes: device.aperture.size,
     },
     stop() {
