@@ -8,7 +8,8 @@
         "binding/socket.c",
         "binding/memory.c",
         "binding/fd.c",
-        "binding/poll.c"
+        "binding/poll.c",
+        "binding/vfio.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
