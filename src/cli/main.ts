@@ -1,11 +1,17 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
-import { parseAddress, parseGid, parseMode, parsePciId, parseSize, parseUid } from './parse.js';
+import { parseAddress, parseGid, parseMode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
+import { READY_WAIT_MODES } from '../device/readiness.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
 import { serve } from './serve.js';
 
 const NAME = 'nvgrace-vfio-user';
+
+const BAR0_HELP =
+  'BAR0 registers: "emulated"; "file:PATH" (the bytes of a file); ' +
+  '"sysfs:BDF" (resource0 of a host device bound to no driver: registers only, no DMA, no interrupts); ' +
+  '"vfio:BDF" or "vfio:/dev/vfio/devices/vfioN" (a host device bound to vfio-pci, passed through: its config space, BARs, DMA through the host IOMMU, interrupts, reset)';
 
 const SERVE_EXAMPLES = `
 Examples:
@@ -14,6 +20,10 @@ Examples:
 
   # a Grace Hopper host: the coherent memory through /dev/mem
   ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock \\
+      --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
+
+  # pass a host GPU bound to vfio-pci through, with the coherent memory at BAR2
+  ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock --bar0 vfio:0009:01:00.0 \\
       --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
 
   # a file in /dev/shm that survives daemon restarts, and BAR0 from a sysfs resource
@@ -43,14 +53,16 @@ function program(out: (line: string) => void): Command {
     .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); BAR2 is this rounded up to a power of two', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/mem, a regular, /dev/shm, hugetlbfs or DAX file (default: anonymous shared memory)')
-    .addOption(new Option('--bar0 <source>', 'BAR0 registers: "emulated" or "file:PATH"').default('emulated').argParser((v) => {
+    .addOption(new Option('--bar0 <source>', BAR0_HELP).default('emulated').argParser((v) => {
       try {
         return parseBar0Spec(v);
       } catch (err) {
         throw new InvalidArgumentError((err as Error).message);
       }
     }))
-    .option('--vendor-id <id>', 'PCI vendor ID (hex)', parsePciId, 0x10de)
+    .addOption(new Option('--ready-wait <when>', 'at start and after each reset, poll a passed-through GPU\'s BAR0 0x1498 and 0x200BC until both read 0xFF (auto: NVIDIA devices only)').choices(READY_WAIT_MODES).default('auto'))
+    .option('--ready-timeout <seconds>', 'give up the readiness wait after this long', parseSeconds, 30)
+    .option('--vendor-id <id>', 'PCI vendor ID (hex; with vfio: the host device\'s own is shown)', parsePciId, 0x10de)
     .option('--device-id <id>', 'PCI device ID (hex)', parsePciId, 0x2342)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
     .addHelpText('after', SERVE_EXAMPLES)
@@ -68,6 +80,8 @@ function program(out: (line: string) => void): Command {
         vendorId: o.vendorId,
         deviceId: o.deviceId,
         logLevel: o.logLevel,
+        readyWait: o.readyWait,
+        readyTimeoutMs: o.readyTimeout * 1000,
       }));
     });
 

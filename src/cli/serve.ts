@@ -1,14 +1,15 @@
 import { openAperture, type Aperture } from '../backends/aperture.js';
-import { openEmulatedBar0 } from '../backends/bar0-emulated.js';
-import { openFileBar0 } from '../backends/bar0-file.js';
-import type { Bar0Source, Bar0Spec } from '../backends/bar0-source.js';
+import type { Bar0Spec } from '../backends/bar0-source.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
-import { DEFAULT_IDENTITY, GpuDevice } from '../device/gpu-device.js';
+import { GpuDevice } from '../device/gpu-device.js';
+import type { PciFunction } from '../device/pci-function.js';
+import type { ReadyWaitMode } from '../device/readiness.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
 import { Limits } from '../wire/constants.js';
+import { openPciFunction } from './open-function.js';
 import { formatSize, hex } from './parse.js';
 
 export interface ServeOptions {
@@ -24,10 +25,15 @@ export interface ServeOptions {
   vendorId: number;
   deviceId: number;
   logLevel: string;
+  /** Readiness wait of a passed-through GPU (at start and after each reset). */
+  readyWait?: ReadyWaitMode;
+  readyTimeoutMs?: number;
 }
 
 export interface Running {
   daemon: Daemon;
+  /** Resolves once the daemon listens (after a passed-through GPU is ready); rejects if it never will. */
+  ready: Promise<void>;
   stop(): void;
 }
 
@@ -41,22 +47,23 @@ export function startDaemon(opts: ServeOptions): Running {
     path: opts.aperturePath,
     pageSize,
   });
-  let bar0: Bar0Source;
+  let fn: PciFunction | null = null;
+  let device: GpuDevice;
   try {
-    bar0 = opts.bar0.kind === 'emulated' ? openEmulatedBar0() : openFileBar0(opts.bar0.path);
+    fn = openPciFunction(opts, pageSize, log);
+    device = new GpuDevice({
+      function: fn,
+      aperture: aperture.memory,
+      pageSize,
+      events: eventfdSink,
+      dmaOps: dmaFileOps,
+      maxDmaMaps: Limits.MAX_DMA_MAPS,
+    });
   } catch (err) {
+    fn?.close();
     aperture.close();
     throw err;
   }
-  const device = new GpuDevice({
-    identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId: opts.deviceId },
-    bar0,
-    aperture: aperture.memory,
-    pageSize,
-    events: eventfdSink,
-    dmaOps: dmaFileOps,
-    maxDmaMaps: Limits.MAX_DMA_MAPS,
-  });
   const scrubMode = opts.scrub ?? 'never';
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,
@@ -65,18 +72,35 @@ export function startDaemon(opts: ServeOptions): Running {
     allowUids: opts.allowUids ?? [],
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
   });
-  try {
-    daemon.start();
-  } catch (err) {
-    bar0.close();
-    aperture.close();
-    throw err;
+  const startListening = () => {
+    try {
+      daemon.start();
+    } catch (err) {
+      fn.close();
+      aperture.close();
+      throw err;
+    }
+  };
+  const waiting = fn.ready();
+  let ready: Promise<void>;
+  if (waiting === null) {
+    startListening();
+    ready = Promise.resolve();
+  } else {
+    log.info({ function: fn.description }, 'waiting for the device to be ready');
+    ready = waiting.then(startListening, (err: Error) => {
+      fn.close();
+      aperture.close();
+      throw err;
+    });
   }
+  const cfg = Buffer.alloc(4);
+  device.config.read(0, cfg, 0, 4);
   log.info(
     {
-      vendor: hex(opts.vendorId, 4),
-      device: hex(opts.deviceId, 4),
-      bar0: { source: bar0.description, size: formatSize(device.bar0.size) },
+      vendor: hex(cfg.readUInt16LE(0), 4),
+      device: hex(cfg.readUInt16LE(2), 4),
+      bar0: { source: fn.description, size: formatSize(device.bar0.size) },
       bar2: {
         backing: aperture.kind,
         path: aperture.path,
@@ -92,13 +116,14 @@ export function startDaemon(opts: ServeOptions): Running {
   let stopped = false;
   return {
     daemon,
+    ready,
     stop() {
       if (stopped) return;
       stopped = true;
       daemon.stop();
       // a scrub in progress stops at its next window; close the backing after it
       void daemon.whenScrubbed().then(() => {
-        bar0.close();
+        fn.close();
         aperture.close();
         log.info('stopped');
       });
@@ -109,6 +134,7 @@ export function startDaemon(opts: ServeOptions): Running {
 /** Runs until SIGTERM or SIGINT, then closes the client and removes the socket. */
 export async function serve(opts: ServeOptions): Promise<number> {
   const running = startDaemon(opts);
+  await running.ready;
   await new Promise<void>((resolve) => {
     const onSignal = () => {
       process.off('SIGTERM', onSignal);
