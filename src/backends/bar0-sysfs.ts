@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Bar0Source } from './bar0-source.js';
-import { openFileBar0 } from './bar0-file.js';
+import { nextPowerOfTwo } from '../device/bar-registers.js';
+import { MIN_FILE_BAR0_SIZE } from './bar0-file.js';
+import { MmioMemory } from './mmio-memory.js';
 import { parseBdf, pciDeviceDir, SYSTEM_PATHS, type HostPaths } from './vfio/pci-address.js';
 
 /**
@@ -33,6 +35,28 @@ export function openSysfsBar0(target: string, paths: HostPaths = SYSTEM_PATHS): 
   } catch (err) {
     throw new Error(`cannot enable ${bdf} (${path.join(dir, 'enable')}): ${(err as Error).message}`);
   }
-  const source = openFileBar0(resource);
-  return { ...source, kind: 'sysfs', description: `sysfs ${bdf} resource0 (registers only: no DMA, no interrupts)` };
+  const fd = fs.openSync(resource, fs.constants.O_RDWR);
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size === 0) throw new Error(`${resource} is empty`);
+    const memory = new MmioMemory(fd, 0, size);
+    let open = true;
+    return {
+      kind: 'sysfs',
+      description: `sysfs ${bdf} resource0 (registers only: no DMA, no interrupts)`,
+      memory,
+      barSize: Math.max(MIN_FILE_BAR0_SIZE, nextPowerOfTwo(size)),
+      reset() {},
+      close() {
+        if (open) {
+          memory.unmap();
+          fs.closeSync(fd);
+        }
+        open = false;
+      },
+    };
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
 }

@@ -43,7 +43,7 @@ export class VfioFunction implements HostFunction {
     this.resettable = (info.flags & DeviceInfoFlag.RESET) !== 0;
     for (let i = 0; i < Math.min(info.numRegions, PCI_REGIONS); i++) {
       const r = this.regionInfo(i);
-      if (r.size === 0) continue;
+      if (r === null || r.size === 0) continue;
       let mmap: HostRegion['mmap'] = null;
       if (r.flags & RegionInfoFlag.MMAP) {
         const areas = (r.sparse ?? [{ offset: 0, size: r.size }]).filter((a) => a.size > 0);
@@ -118,11 +118,22 @@ export class VfioFunction implements HostFunction {
     return r.offset + offset;
   }
 
-  /** Region info with its capabilities: asked with 32 bytes, again with the size the kernel wants. */
-  private regionInfo(index: number): VfioRegionInfo {
+  /**
+   * Region info with its capabilities: asked with 32 bytes, again with the size
+   * the kernel wants. Null for a region the device lacks (vfio-pci refuses the
+   * VGA region of a device without VGA with EINVAL).
+   */
+  private regionInfo(index: number): VfioRegionInfo | null {
     let argsz: number = StructSize.REGION_INFO;
     for (;;) {
-      const b = this.ioctl(VfioIoctl.DEVICE_GET_REGION_INFO, regionInfoRequest(index, argsz), 'VFIO_DEVICE_GET_REGION_INFO');
+      const req = regionInfoRequest(index, argsz);
+      try {
+        native.ioctl(this.fd, VfioIoctl.DEVICE_GET_REGION_INFO, req);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'EINVAL') return null;
+        throw new HostError(`${this.description}: VFIO_DEVICE_GET_REGION_INFO ${index} failed: ${(err as Error).message}`, (err as { errno?: number }).errno ?? 5);
+      }
+      const b = req;
       const info = decodeRegionInfo(b);
       if (info.argsz <= argsz || argsz > StructSize.REGION_INFO) return info;
       argsz = info.argsz;
