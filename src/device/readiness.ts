@@ -46,7 +46,7 @@ export async function waitReady(
     if (now() - start >= opts.timeoutMs) {
       const seen = READINESS_REGISTERS.map((reg, i) => `0x${reg.toString(16)}=0x${values[i]!.toString(16)}`).join(' ');
       throw new ReadinessTimeout(
-        `device not ready after ${Math.round(opts.timeoutMs / 1000)} s: readiness registers read ${seen}, want 0x${READY_VALUE.toString(16)} (C2C link, HBM training)`,
+        `device not ready after ${opts.timeoutMs >= 1000 ? `${Math.round(opts.timeoutMs / 1000)} s` : `${opts.timeoutMs} ms`}: readiness registers read ${seen}, want 0x${READY_VALUE.toString(16)} (C2C link, HBM training)`,
       );
     }
     await sleep(opts.intervalMs);
