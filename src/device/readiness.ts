@@ -21,6 +21,8 @@ export const DEFAULT_READINESS: ReadinessOptions = { mode: 'auto', timeoutMs: 30
 
 export class ReadinessTimeout extends Error {
   override readonly name = 'ReadinessTimeout';
+  /** ETIMEDOUT: what the client's error reply to DEVICE_RESET carries. */
+  readonly errno = 110;
 }
 
 /** True when the readiness registers should be polled for a function of this vendor. */

@@ -48,9 +48,6 @@ export const RegionInfoCap = { SPARSE_MMAP: 1, TYPE: 2, MSIX_MAPPABLE: 3 } as co
 export const DmaMapFlag = { READ: 1 << 0, WRITE: 1 << 1 } as const;
 export const IoasMapFlag = { FIXED_IOVA: 1 << 0, WRITEABLE: 1 << 1, READABLE: 1 << 2 } as const;
 
-/** vfio-pci puts region N at device-fd offset N << 40 (VFIO_PCI_OFFSET_SHIFT). */
-export const VFIO_PCI_OFFSET_SHIFT = 40;
-
 export const StructSize = {
   GROUP_STATUS: 8,
   DEVICE_INFO: 24,
