@@ -41,12 +41,6 @@ export class PassthroughConfig implements DeviceConfig {
     this.shadow.writeUInt32LE(value >>> 0, offset);
   }
 
-  read32(offset: number): number {
-    const b = Buffer.alloc(4);
-    this.read(offset, b, 0, 4);
-    return b.readUInt32LE(0);
-  }
-
   read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void {
     this.host.read(offset, dst, dstOffset, count);
     const end = offset + count;
