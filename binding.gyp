@@ -9,6 +9,7 @@
         "binding/memory.c",
         "binding/fd.c",
         "binding/poll.c",
+        "binding/notify.c",
         "binding/vfio.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],

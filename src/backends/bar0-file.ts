@@ -3,8 +3,8 @@ import { nextPowerOfTwo } from '../device/bar-registers.js';
 import type { Bar0Source } from './bar0-source.js';
 import { MmioMemory } from './mmio-memory.js';
 
-/** Smallest BAR0 we present: room for the registers and the MSI-X table. */
-export const MIN_FILE_BAR0_SIZE = 64 * 1024;
+/** Smallest BAR0 we present: room for registers and, in its last 64 KiB, the MSI-X table. */
+export const MIN_FILE_BAR0_SIZE = 128 * 1024;
 
 /**
  * BAR0 from the bytes of a file, e.g. a PCI `resource0` in sysfs: the client

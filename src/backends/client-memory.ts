@@ -34,7 +34,16 @@ export const dmaFileOps: DmaFileOps = {
 /** Interrupt delivery through the client's eventfds. */
 export const eventfdSink: EventSink = {
   signal(fd) {
+    // -1 means the counter is saturated: the client has not consumed earlier interrupts, nothing is lost
     native.eventfdWrite(fd, 1);
+  },
+  watch(fd, onSignal) {
+    const poller = native.createPoller(fd, (status) => {
+      if (status < 0) return;
+      if (native.eventfdRead(fd) > 0) onSignal();
+    });
+    poller.start(native.READABLE);
+    return () => poller.close();
   },
   close(fd) {
     native.closeFd(fd);

@@ -4,7 +4,11 @@ import { inspect } from './inspect.js';
 import { parseAddress, parseGid, parseMode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
 import { READY_WAIT_MODES } from '../device/readiness.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
+import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
 import { serve } from './serve.js';
+import { optionsFromEnv } from './env-options.js';
+import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
+import { parseListenAddress } from '../service/metrics-http.js';
 
 const NAME = 'nvgrace-vfio-user';
 
@@ -21,6 +25,9 @@ Examples:
   # a Grace Hopper host: the coherent memory through /dev/mem
   ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock \\
       --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
+
+  # the mainline Grace Hopper layout for NVIDIA's stock guest driver: usemem at BAR4, resmem at BAR2
+  ${NAME} serve --socket /tmp/gpu.sock --layout gh --aperture-size 96G
 
   # pass a host GPU bound to vfio-pci through, with the coherent memory at BAR2
   ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock --bar0 vfio:0009:01:00.0 \\
@@ -43,14 +50,14 @@ function program(out: (line: string) => void): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
     .showHelpAfterError(false);
 
-  p.command('serve')
+  const serveCmd = optionsFromEnv(p.command('serve'))
     .description('serve the device on a UNIX socket until SIGTERM or SIGINT')
-    .requiredOption('--socket <path>', 'UNIX socket to listen on')
+    .option('--socket <path>', 'UNIX socket to listen on (not needed when systemd passes one)')
     .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
-    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); BAR2 is this rounded up to a power of two', parseSize, 96 * 2 ** 20)
+    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/mem, a regular, /dev/shm, hugetlbfs or DAX file (default: anonymous shared memory)')
     .addOption(new Option('--bar0 <source>', BAR0_HELP).default('emulated').argParser((v) => {
@@ -60,15 +67,26 @@ function program(out: (line: string) => void): Command {
         throw new InvalidArgumentError((err as Error).message);
       }
     }))
+    .addOption(new Option('--layout <layout>', 'memory BARs: bar2 (all at BAR2), gh (Grace Hopper: usemem BAR4, resmem BAR2), gb (Grace Blackwell: all at BAR4)').choices(LAYOUT_NAMES).default('bar2'))
+    .option('--vendor-id <id>', 'PCI vendor ID (hex; with vfio: the host device\'s own is shown)', parsePciId, 0x10de)
+    .option('--device-id <id>', 'PCI device ID (hex); default 2342 (bar2, gh) or 2941 (gb)', parsePciId)
     .addOption(new Option('--ready-wait <when>', 'at start and after each reset, poll a passed-through GPU\'s BAR0 0x1498 and 0x200BC until both read 0xFF (auto: NVIDIA devices only)').choices(READY_WAIT_MODES).default('auto'))
     .option('--ready-timeout <seconds>', 'give up the readiness wait after this long', parseSeconds, 30)
-    .option('--vendor-id <id>', 'PCI vendor ID (hex; with vfio: the host device\'s own is shown)', parsePciId, 0x10de)
-    .option('--device-id <id>', 'PCI device ID (hex)', parsePciId, 0x2342)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .option('--metrics-listen <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port is loopback only)', asArgument(parseListenAddress))
     .addHelpText('after', SERVE_EXAMPLES)
-    .action(async (o) => {
+    .action(async (o, cmd: Command) => {
+      try {
+        planLayout(o.layout, o.apertureSize);
+      } catch (err) {
+        if (err instanceof LayoutError) cmd.error(`error: ${err.message} (--aperture-size)`, { exitCode: 2, code: 'nvgrace.layout' });
+        throw err;
+      }
+      const listenFd = listenFdOrUsageError(cmd, o.socket);
       p.setOptionValue('exitCode', await serve({
         socket: o.socket,
+        listenFd: listenFd ?? undefined,
+        metricsListen: o.metricsListen,
         socketMode: o.socketMode,
         socketGroup: o.socketGroup,
         allowUids: o.allowUid,
@@ -77,6 +95,7 @@ function program(out: (line: string) => void): Command {
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,
         bar0: typeof o.bar0 === 'string' ? parseBar0Spec(o.bar0) : o.bar0,
+        layout: o.layout,
         vendorId: o.vendorId,
         deviceId: o.deviceId,
         logLevel: o.logLevel,
@@ -92,6 +111,7 @@ function program(out: (line: string) => void): Command {
     .action(async (o) => {
       p.setOptionValue('exitCode', await inspect(o.socket, out));
     });
+  addServiceCommands(p, serveCmd, out);
   return p;
 }
 

@@ -3,17 +3,27 @@ import type { Bar0Spec } from '../backends/bar0-source.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
 import { GpuDevice } from '../device/gpu-device.js';
+import { deviceIdMismatch, LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
 import type { PciFunction } from '../device/pci-function.js';
 import type { ReadyWaitMode } from '../device/readiness.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
 import { Limits } from '../wire/constants.js';
+import { daemonRegistry, type DeviceLabels } from '../service/metrics.js';
+import { startMetricsServer, type ListenAddress } from '../service/metrics-http.js';
+import { ServiceNotifier } from '../service/notify.js';
+import { countersSummary } from '../service/stats.js';
+import type { Registry } from 'prom-client';
+import type { Logger } from 'pino';
 import { openPciFunction } from './open-function.js';
 import { formatSize, hex } from './parse.js';
 
 export interface ServeOptions {
-  socket: string;
+  /** Socket file to create; unused when listenFd is given. */
+  socket?: string | undefined;
+  /** A listening socket passed by socket activation. */
+  listenFd?: number | undefined;
   socketMode: number;
   socketGroup?: number | undefined;
   allowUids?: number[];
@@ -22,9 +32,14 @@ export interface ServeOptions {
   apertureBase: number;
   aperturePath?: string | undefined;
   bar0: Bar0Spec;
+  /** Which BARs hold the memory; default `bar2`. */
+  layout?: LayoutName | undefined;
   vendorId: number;
-  deviceId: number;
+  /** Default: the layout's (0x2342 for bar2 and gh, 0x2941 for gb). */
+  deviceId?: number | undefined;
   logLevel: string;
+  /** Where to serve Prometheus metrics, if anywhere. */
+  metricsListen?: ListenAddress | undefined;
   /** Readiness wait of a passed-through GPU (at start and after each reset). */
   readyWait?: ReadyWaitMode;
   readyTimeoutMs?: number;
@@ -32,15 +47,28 @@ export interface ServeOptions {
 
 export interface Running {
   daemon: Daemon;
+  /** What metrics say about the device. */
+  labels: DeviceLabels;
   /** Resolves once the daemon listens (after a passed-through GPU is ready); rejects if it never will. */
   ready: Promise<void>;
   stop(): void;
 }
 
+/** What the daemon tells its service manager, and the logger to use. */
+export interface DaemonHooks {
+  log?: Logger;
+  onStatus?: (status: string) => void;
+  onReady?: () => void;
+}
+
 /** Builds the device from the options and starts serving it. */
-export function startDaemon(opts: ServeOptions): Running {
-  const log = createLogger(opts.logLevel);
+export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Running {
+  const { log = createLogger(opts.logLevel), ...daemonHooks } = hooks;
   const pageSize = native.pageSize();
+  const layoutName = opts.layout ?? 'bar2';
+  // before the backing is opened (or created): a size the layout cannot split is refused up front
+  planLayout(layoutName, opts.apertureSize);
+  const deviceId = opts.deviceId ?? LAYOUTS[layoutName].defaultDeviceId;
   const aperture: Aperture = openAperture({
     size: opts.apertureSize,
     base: opts.apertureBase,
@@ -50,10 +78,11 @@ export function startDaemon(opts: ServeOptions): Running {
   let fn: PciFunction | null = null;
   let device: GpuDevice;
   try {
-    fn = openPciFunction(opts, pageSize, log);
+    fn = openPciFunction(opts, deviceId, pageSize, log);
     device = new GpuDevice({
       function: fn,
       aperture: aperture.memory,
+      layout: layoutName,
       pageSize,
       events: eventfdSink,
       dmaOps: dmaFileOps,
@@ -64,13 +93,16 @@ export function startDaemon(opts: ServeOptions): Running {
     aperture.close();
     throw err;
   }
+  const id = device.identity;
   const scrubMode = opts.scrub ?? 'never';
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,
+    listenFd: opts.listenFd,
     socketMode: opts.socketMode,
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
+    ...daemonHooks,
   });
   const startListening = () => {
     try {
@@ -81,6 +113,7 @@ export function startDaemon(opts: ServeOptions): Running {
       throw err;
     }
   };
+  // A passed-through GPU is listened for only once it is ready (its host reset it on open).
   const waiting = fn.ready();
   let ready: Promise<void>;
   if (waiting === null) {
@@ -94,28 +127,33 @@ export function startDaemon(opts: ServeOptions): Running {
       throw err;
     });
   }
-  const cfg = Buffer.alloc(4);
-  device.config.read(0, cfg, 0, 4);
-  log.info(
-    {
-      vendor: hex(cfg.readUInt16LE(0), 4),
-      device: hex(cfg.readUInt16LE(2), 4),
-      bar0: { source: fn.description, size: formatSize(device.bar0.size) },
-      bar2: {
-        backing: aperture.kind,
-        path: aperture.path,
-        base: hex(opts.apertureBase),
-        memory: formatSize(opts.apertureSize),
-        size: formatSize(device.aperture.size),
-        mapped: formatSize(device.aperture.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
-      },
-    },
-    'device ready',
-  );
+  if (deviceIdMismatch(layoutName, id.deviceId)) {
+    log.warn({ device: hex(id.deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
+  }
+  const memory = { backing: aperture.kind, path: aperture.path, base: hex(opts.apertureBase), size: formatSize(opts.apertureSize) };
+  const bars: Record<string, unknown> = { bar0: { source: fn.description, size: formatSize(device.bar0.size) } };
+  for (const part of device.memoryLayout.bars) {
+    bars[`bar${part.bar}`] = {
+      holds: part.role,
+      offset: hex(part.offset),
+      memory: formatSize(part.length),
+      size: formatSize(part.barSize),
+      mapped: formatSize(device.region(part.bar)?.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
+    };
+  }
+  log.info({ vendor: hex(id.vendorId, 4), device: hex(id.deviceId, 4), layout: layoutName, memory, ...bars }, 'device ready');
 
   let stopped = false;
   return {
     daemon,
+    labels: {
+      vendorId: hex(id.vendorId, 4),
+      deviceId: hex(id.deviceId, 4),
+      layout: layoutName,
+      backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
+      memoryBytes: opts.apertureSize,
+      barBytes: device.aperture.size,
+    },
     ready,
     stop() {
       if (stopped) return;
@@ -131,19 +169,49 @@ export function startDaemon(opts: ServeOptions): Running {
   };
 }
 
-/** Runs until SIGTERM or SIGINT, then closes the client and removes the socket. */
+/**
+ * Runs until SIGTERM or SIGINT, then closes the client and removes the socket
+ * (unless the service manager passed it). Tells systemd what it is doing when
+ * run as a Type=notify service; SIGUSR1 logs a summary of the counters.
+ */
 export async function serve(opts: ServeOptions): Promise<number> {
-  const running = startDaemon(opts);
-  await running.ready;
+  const log = createLogger(opts.logLevel);
+  const notifier = ServiceNotifier.fromEnv(log);
+  // Bound first, so a busy port fails the start before systemd hears READY=1.
+  let registry: Registry | null = null;
+  const metrics = opts.metricsListen ? await startMetricsServer(() => registry, opts.metricsListen) : null;
+  let running: Running;
+  try {
+    running = startDaemon(opts, {
+      log,
+      onStatus: (text) => notifier.status(text),
+      onReady: () => notifier.notifyReady(),
+    });
+    await running.ready;
+  } catch (err) {
+    await metrics?.close();
+    throw err;
+  }
+  const { daemon } = running;
+  if (metrics) {
+    registry = daemonRegistry(daemon, running.labels);
+    log.info({ address: metrics.address }, 'serving metrics at /metrics');
+  }
+  notifier.startWatchdog();
+  const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
+  process.on('SIGUSR1', onUsr1);
   await new Promise<void>((resolve) => {
     const onSignal = () => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      running.stop();
       resolve();
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+  notifier.stopping();
+  process.off('SIGUSR1', onUsr1);
+  running.stop();
+  await metrics?.close();
   return 0;
 }

@@ -10,21 +10,30 @@ export interface MsixLayout {
 }
 
 export const PM_CAP = 0x40;
-export const MSIX_CAP = 0x48;
-export const EXP_CAP = 0x60;
+export const MSI_CAP = 0x48;
+export const MSIX_CAP = 0x58;
+export const EXP_CAP = 0x68;
 
 /**
- * Standard capability list of the device: power management, MSI-X, PCI Express
- * endpoint. Only the fields an OS programs are writable.
+ * Standard capability list of the device: power management, MSI (one vector),
+ * MSI-X, PCI Express endpoint. Only the fields an OS programs are writable.
  */
 export function installCapabilities(cfg: ConfigSpace, msix: MsixLayout): void {
   cfg.define(Cfg.CAPABILITY_LIST, 1, PM_CAP);
 
   // Power management v3; D0-D3hot in PMCSR bits 0-1, No_Soft_Reset set (state kept across D3hot->D0).
   cfg.define(PM_CAP, 1, CapId.PM);
-  cfg.define(PM_CAP + 1, 1, MSIX_CAP);
+  cfg.define(PM_CAP + 1, 1, MSI_CAP);
   cfg.define(PM_CAP + 2, 2, 0x0003);
   cfg.define(PM_CAP + 4, 2, 0x0008, 0x0003, 0x8000);
+
+  // MSI, 64-bit, one vector: enable (bit 0) and multiple-message enable (bits 4-6) are writable.
+  cfg.define(MSI_CAP, 1, CapId.MSI);
+  cfg.define(MSI_CAP + 1, 1, MSIX_CAP);
+  cfg.define(MSI_CAP + 2, 2, 0x0080, 0x0071);
+  cfg.define(MSI_CAP + 4, 4, 0, 0xfffffffc);
+  cfg.define(MSI_CAP + 8, 4, 0, 0xffffffff);
+  cfg.define(MSI_CAP + 12, 2, 0, 0xffff);
 
   // MSI-X: table size is N-1; enable (bit 15) and function mask (bit 14) are the writable bits.
   if (msix.vectors < 1 || msix.vectors > 2048) throw new Error(`MSI-X vectors ${msix.vectors} out of range`);

@@ -14,6 +14,9 @@ export interface ConfigSource {
   readonly size: number;
   read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void;
   write(offset: number, src: Uint8Array, srcOffset: number, count: number): void;
+  read8(offset: number): number;
+  read16(offset: number): number;
+  read32(offset: number): number;
   /** Function-level reset: emulated registers return to their power-on values. */
   reset(): void;
 }

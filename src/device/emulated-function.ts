@@ -30,7 +30,7 @@ const MSIX_WINDOW = 64 * 1024;
 
 /**
  * The GPU as the daemon emulates it: its own config space (identity, the BAR0
- * registers, power management, MSI-X, PCI Express), BAR0 from a register
+ * registers, power management, MSI, MSI-X, PCI Express), BAR0 from a register
  * source, and interrupts the daemon signals itself.
  */
 export class EmulatedFunction implements PciFunction {
@@ -46,9 +46,10 @@ export class EmulatedFunction implements PciFunction {
     readonly identity: DeviceIdentity,
     readonly source: Bar0Source,
     pageSize: number,
-    msixVectors = 16,
+    msixVectors: number = 16,
   ) {
     const size = source.barSize;
+    if (size < 2 * MSIX_WINDOW) throw new Error(`BAR0 of ${size} bytes leaves no room for the MSI-X table (need ${2 * MSIX_WINDOW})`);
     this.msix = { vectors: msixVectors, bar: 0, tableOffset: size - MSIX_WINDOW, pbaOffset: size - MSIX_WINDOW / 2 };
     this.bar0 = new MemoryBar(RegionIndex.BAR0, size, source.memory, pageSize, [this.msix.tableOffset, size]);
     this.irqKinds = irqKinds(msixVectors);
@@ -107,7 +108,7 @@ function irqKinds(msixVectors: number): IrqKind[] {
   const ef = IrqInfoFlag.EVENTFD;
   return [
     { index: IrqIndex.INTX, name: 'INTx', count: 1, flags: ef | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED },
-    { index: IrqIndex.MSI, name: 'MSI', count: 0, flags: ef },
+    { index: IrqIndex.MSI, name: 'MSI', count: 1, flags: ef },
     { index: IrqIndex.MSIX, name: 'MSI-X', count: msixVectors, flags: ef | IrqInfoFlag.NORESIZE },
     { index: IrqIndex.ERR, name: 'ERR', count: 1, flags: ef },
     { index: IrqIndex.REQ, name: 'REQ', count: 1, flags: ef },

@@ -9,9 +9,11 @@ export interface IrqKind {
   flags: number;
 }
 
-/** Signals an eventfd; injected so the device model does no I/O of its own. */
+/** Eventfd operations, injected so the device model does no I/O of its own. */
 export interface EventSink {
   signal(fd: number): void;
+  /** Calls `onSignal` whenever the client signals `fd`; returns the way to stop. */
+  watch(fd: number, onSignal: () => void): () => void;
   close(fd: number): void;
 }
 
@@ -33,7 +35,9 @@ export interface IrqRoute {
 interface IrqState {
   kind: IrqKind;
   trigger: (number | null)[];
+  /** Eventfds the client signals to unmask (INTx resampling, as KVM's irqfd does). */
   unmaskFd: (number | null)[];
+  unwatch: ((() => void) | null)[];
   masked: boolean[];
   /** A trigger that arrived while masked, delivered on unmask. */
   pending: boolean[];
@@ -55,6 +59,7 @@ export class Interrupts {
       kind,
       trigger: new Array<number | null>(kind.count).fill(null),
       unmaskFd: new Array<number | null>(kind.count).fill(null),
+      unwatch: new Array<(() => void) | null>(kind.count).fill(null),
       masked: new Array<boolean>(kind.count).fill(false),
       pending: new Array<boolean>(kind.count).fill(false),
     }));
@@ -92,12 +97,12 @@ export class Interrupts {
 
     if (req.count === 0) {
       // count 0 with DATA_NONE and TRIGGER disables the whole index.
-      if (data !== IrqSetFlag.DATA_NONE || req.start !== 0) {
+      if (data !== IrqSetFlag.DATA_NONE || action !== IrqSetFlag.ACTION_TRIGGER || req.start !== 0) {
         throw new WireError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
       }
       if (fds.length > 0) throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
       this.route?.apply(req, fds);
-      if (action === IrqSetFlag.ACTION_TRIGGER) this.disable(s);
+      this.disable(s);
       return;
     }
     if (req.start >= s.kind.count || req.count > s.kind.count - req.start) {
@@ -122,12 +127,20 @@ export class Interrupts {
     this.route?.apply(req, fds);
 
     if (data === IrqSetFlag.DATA_EVENTFD) {
-      const table = action === IrqSetFlag.ACTION_TRIGGER ? s.trigger : s.unmaskFd;
       const taken = fds.splice(0, fds.length);
       for (let i = 0; i < req.count; i++) {
-        const old = table[req.start + i];
-        if (old !== null && old !== undefined) this.sink.close(old);
-        table[req.start + i] = taken.length > 0 ? taken[i]! : null;
+        const n = req.start + i;
+        const fd = taken.length > 0 ? taken[i]! : null;
+        if (action === IrqSetFlag.ACTION_TRIGGER) {
+          const old = s.trigger[n];
+          if (old !== null && old !== undefined) this.sink.close(old);
+          s.trigger[n] = fd;
+        } else {
+          this.dropUnmaskFd(s, n);
+          s.unmaskFd[n] = fd;
+          // A host driver watches its own unmask eventfds (VFIO's irqfd): only an emulated line needs ours.
+          if (fd !== null && !this.route) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
+        }
       }
       return;
     }
@@ -174,21 +187,26 @@ export class Interrupts {
 
   private unmask(s: IrqState, n: number): void {
     s.masked[n] = false;
-    const fd = s.unmaskFd[n];
-    if (fd !== null && fd !== undefined) this.sink.signal(fd);
     if (s.pending[n]) {
       s.pending[n] = false;
       this.trigger(s.kind.index, n);
     }
   }
 
+  private dropUnmaskFd(s: IrqState, n: number): void {
+    s.unwatch[n]?.();
+    s.unwatch[n] = null;
+    const fd = s.unmaskFd[n];
+    if (fd !== null && fd !== undefined) this.sink.close(fd);
+    s.unmaskFd[n] = null;
+  }
+
   private disable(s: IrqState): void {
-    for (const table of [s.trigger, s.unmaskFd]) {
-      for (let i = 0; i < table.length; i++) {
-        const fd = table[i];
-        if (fd !== null && fd !== undefined) this.sink.close(fd);
-        table[i] = null;
-      }
+    for (let i = 0; i < s.trigger.length; i++) {
+      const fd = s.trigger[i];
+      if (fd !== null && fd !== undefined) this.sink.close(fd);
+      s.trigger[i] = null;
+      this.dropUnmaskFd(s, i);
     }
     s.masked.fill(false);
     s.pending.fill(false);

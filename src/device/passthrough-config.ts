@@ -22,6 +22,7 @@ export class PassthroughConfig implements DeviceConfig {
   private readonly emulated = new Map<number, EmulatedDword>();
   /** Sorted offsets of emulated dwords, so an access finds its overlaps without allocating. */
   private offsets: number[] = [];
+  private readonly scratch = Buffer.alloc(4);
 
   constructor(private readonly host: HostConfig) {
     this.shadow = Buffer.alloc(host.size);
@@ -39,6 +40,21 @@ export class PassthroughConfig implements DeviceConfig {
 
   store32(offset: number, value: number): void {
     this.shadow.writeUInt32LE(value >>> 0, offset);
+  }
+
+  read8(offset: number): number {
+    this.read(offset, this.scratch, 0, 1);
+    return this.scratch[0]!;
+  }
+
+  read16(offset: number): number {
+    this.read(offset, this.scratch, 0, 2);
+    return this.scratch.readUInt16LE(0);
+  }
+
+  read32(offset: number): number {
+    this.read(offset, this.scratch, 0, 4);
+    return this.scratch.readUInt32LE(0);
   }
 
   read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void {

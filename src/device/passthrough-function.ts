@@ -11,9 +11,6 @@ import { DEFAULT_READINESS, READINESS_REGISTERS, readinessApplies, waitReady, ty
 import type { Region, RegionMmap } from './region.js';
 
 const IRQ_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
-/** Memory BAR type bits 2:1 = 0b10: a 64-bit BAR, whose upper half is the next slot. */
-const BAR_MEM64 = 0x4;
-const BAR_TYPE_MASK = 0x7;
 
 export class PassthroughError extends Error {}
 
@@ -46,14 +43,12 @@ export class PassthroughRegion implements Region {
 }
 
 export interface PassthroughOptions {
-  /** The BAR slot pair the aperture takes; the host function must leave it free. */
-  apertureBar: number;
   readiness?: ReadinessOptions;
 }
 
 /**
- * A host function passed through: config space, BARs and ROM are the host's,
- * with the aperture's BAR registers laid over config space; the host driver
+ * A host function passed through: config space, BARs and ROM are the host's
+ * (the device lays its memory BARs' registers over config space); the host driver
  * signals the client's eventfds and the host IOMMU maps the client's memory.
  */
 export class PassthroughFunction implements PciFunction {
@@ -68,7 +63,7 @@ export class PassthroughFunction implements PciFunction {
 
   constructor(
     readonly host: HostFunction,
-    opts: PassthroughOptions,
+    opts: PassthroughOptions = {},
   ) {
     this.readiness = opts.readiness ?? DEFAULT_READINESS;
     const cfg = host.region(RegionIndex.CONFIG);
@@ -78,7 +73,7 @@ export class PassthroughFunction implements PciFunction {
       read: (o, dst, at, n) => host.read(RegionIndex.CONFIG, o, dst, at, n),
       write: (o, src, at, n) => host.write(RegionIndex.CONFIG, o, src, at, n),
     });
-    this.vendorId = this.readConfig16(Cfg.VENDOR_ID);
+    this.vendorId = this.config.read16(Cfg.VENDOR_ID);
 
     for (let i = RegionIndex.BAR0; i <= RegionIndex.ROM; i++) {
       const r = host.region(i);
@@ -87,7 +82,6 @@ export class PassthroughFunction implements PciFunction {
     const bar0 = this.regions.get(RegionIndex.BAR0);
     if (!bar0) throw new PassthroughError(`${host.description}: the host function has no BAR0`);
     this.bar0 = bar0;
-    this.checkApertureSlots(opts.apertureBar);
     if (readinessApplies(this.readiness.mode, this.vendorId)) {
       const need = Math.max(...READINESS_REGISTERS) + 4;
       if (bar0.size < need) {
@@ -147,32 +141,6 @@ export class PassthroughFunction implements PciFunction {
       this.bar0.read(offset, this.scratch, 0, 4);
       return this.scratch.readUInt32LE(0);
     }, this.readiness);
-  }
-
-  private readConfig16(offset: number): number {
-    this.config.read(offset, this.scratch, 0, 2);
-    return this.scratch.readUInt16LE(0);
-  }
-
-  /**
-   * The aperture's BAR registers are laid over the host's: its slots must hold
-   * no host BAR, nor the upper half of a 64-bit BAR in the slot before.
-   */
-  private checkApertureSlots(bar: number): void {
-    for (const slot of [bar, bar + 1]) {
-      const r = this.host.region(slot);
-      if (r) {
-        throw new PassthroughError(
-          `${this.description} has a BAR${slot} of ${r.size} bytes where the aperture's BAR${bar}/${bar + 1} goes: this device cannot be passed through with an aperture at BAR${bar}`,
-        );
-      }
-    }
-    if (bar > 0 && this.regions.has(bar - 1)) {
-      this.config.read(Cfg.BAR0 + 4 * (bar - 1), this.scratch, 0, 4);
-      if ((this.scratch.readUInt32LE(0) & BAR_TYPE_MASK) === BAR_MEM64) {
-        throw new PassthroughError(`${this.description}: its 64-bit BAR${bar - 1} uses slot ${bar}, where the aperture's BAR goes`);
-      }
-    }
   }
 
   private applyIrqs(req: IrqSet, fds: readonly number[]): void {

@@ -44,7 +44,7 @@ export const BarFlag = {
   PREFETCH: 0x8,
 } as const;
 
-export const CapId = { PM: 0x01, EXP: 0x10, MSIX: 0x11 } as const;
+export const CapId = { PM: 0x01, MSI: 0x05, EXP: 0x10, MSIX: 0x11 } as const;
 
 export const PCI_CLASS_3D_CONTROLLER = 0x0302;
 export const NVIDIA_VENDOR_ID = 0x10de;

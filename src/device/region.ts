@@ -22,7 +22,7 @@ export interface Region {
   write(offset: number, src: Uint8Array, srcOffset: number, count: number): void;
 }
 
-/** Page-granular ranges of [start, end) left after removing [cutStart, cutEnd). */
+/** The parts of `areas` left after removing [cutStart, cutEnd); callers align the cut. */
 export function subtractArea(areas: readonly SparseArea[], cutStart: number, cutEnd: number): SparseArea[] {
   const out: SparseArea[] = [];
   for (const a of areas) {

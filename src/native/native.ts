@@ -152,6 +152,21 @@ export interface NativeBinding {
    */
   createPoller(fd: number, callback: PollCallback): Poller;
 
+  // --- service manager (binding/notify.c) -----------------------------------
+  /**
+   * Sends `message` as one AF_UNIX datagram to a NOTIFY_SOCKET address: "/path",
+   * or "@name" for the abstract namespace (anything else throws EAFNOSUPPORT).
+   */
+  notifySend(address: string, message: string): void;
+  /** A bound, non-blocking datagram socket at such an address; read it with recvMsg. */
+  notifyListen(address: string): number;
+  /**
+   * Takes over an inherited listening socket (socket activation): throws unless
+   * it is a listening AF_UNIX stream socket, then makes it non-blocking and
+   * close-on-exec. Returns its address ("/path", "@name", or "" if unnamed).
+   */
+  adoptListener(fd: number): string;
+
   // --- constants -----------------------------------------------------------
   readonly READABLE: number;
   readonly WRITABLE: number;

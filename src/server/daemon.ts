@@ -1,10 +1,11 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { GpuDevice } from '../device/gpu-device.js';
 import { native } from '../native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits, type PeerCredentials } from '../transport/connection.js';
 import { Counters } from './counters.js';
-import { Listener } from '../transport/listener.js';
+import { ListenError, Listener } from '../transport/listener.js';
 import { Session } from './session.js';
 
 export interface ScrubProgress {
@@ -13,7 +14,10 @@ export interface ScrubProgress {
 }
 
 export interface DaemonOptions {
-  socketPath: string;
+  /** Socket file to create; unused when listenFd is given. */
+  socketPath?: string | undefined;
+  /** An inherited listening socket (socket activation); its file is not ours to touch. */
+  listenFd?: number | undefined;
   socketMode: number;
   /** Group to give the socket file (numeric gid), if any. */
   socketGroup?: number | undefined;
@@ -27,6 +31,8 @@ export interface DaemonOptions {
   };
   /** What the daemon is doing, in words (for a service manager's status line). */
   onStatus?: (status: string) => void;
+  /** Called once, when the device first serves clients (after a start-up scrub). */
+  onReady?: () => void;
 }
 
 interface ActiveClient {
@@ -48,6 +54,8 @@ export class Daemon {
   private idleWaiters: (() => void)[] = [];
   private stopping = false;
   private scrubbing: Promise<void> | null = null;
+  private scrubState: ScrubProgress | null = null;
+  private readied = false;
 
   constructor(
     readonly device: GpuDevice,
@@ -60,16 +68,37 @@ export class Daemon {
   }
 
   start(): void {
-    this.listener = Listener.open(
-      this.opts.socketPath,
-      this.opts.socketMode,
-      (fd, peer) => this.onClient(fd, peer),
-      (err) => this.log.error({ err }, 'accept failed'),
-    );
-    if (this.opts.socketGroup !== undefined) fs.chownSync(this.opts.socketPath, -1, this.opts.socketGroup);
-    this.log.info({ socket: this.opts.socketPath }, 'listening');
+    const onClient = (fd: number, peer: PeerCredentials | null) => this.onClient(fd, peer);
+    const onError = (err: Error) => this.log.error({ err }, 'accept failed');
+    if (this.opts.listenFd !== undefined) {
+      this.listener = Listener.adopt(this.opts.listenFd, onClient, onError);
+      const asked = this.opts.socketPath;
+      if (asked !== undefined && path.resolve(asked) !== this.listener.path) {
+        this.listener.close();
+        throw new ListenError(`--socket ${asked} is not the socket the service manager passed (${this.listener.path || 'unnamed'})`);
+      }
+      this.log.info({ socket: this.listener.path, fd: this.opts.listenFd }, 'listening on the socket passed by the service manager');
+    } else {
+      const file = this.opts.socketPath;
+      if (file === undefined) throw new ListenError('no socket to listen on');
+      this.listener = Listener.open(file, this.opts.socketMode, onClient, onError);
+      if (this.opts.socketGroup !== undefined) fs.chownSync(file, -1, this.opts.socketGroup);
+      this.log.info({ socket: file }, 'listening');
+    }
     if (this.opts.scrub?.mode === 'on-start') this.scrub('start');
-    else this.status('waiting for a client');
+    else this.serving();
+  }
+
+  /** Bytes scrubbed so far, while a scrub runs. */
+  get scrubProgress(): ScrubProgress | null {
+    return this.scrubState;
+  }
+
+  private serving(): void {
+    this.status('waiting for a client');
+    if (this.readied) return;
+    this.readied = true;
+    this.opts.onReady?.();
   }
 
   /** Ends the session (if any), stops listening and removes the socket. */
@@ -101,9 +130,11 @@ export class Daemon {
     let lastPct = -1;
     this.log.info({ why }, 'scrubbing aperture');
     this.status('scrubbing 0%');
+    this.scrubState = { done: 0, total: 0 };
     this.scrubbing = scrub
       .run(
         (p) => {
+          this.scrubState = p;
           const pct = Math.floor((100 * p.done) / p.total);
           if (pct !== lastPct) this.status(`scrubbing ${pct}%`);
           lastPct = pct;
@@ -124,9 +155,10 @@ export class Daemon {
       )
       .finally(() => {
         this.scrubbing = null;
+        this.scrubState = null;
         if (!this.stopping) {
           this.listener?.resume();
-          this.status('waiting for a client');
+          this.serving();
         }
       });
   }
@@ -169,7 +201,7 @@ export class Daemon {
       this.active = null;
       for (const w of this.idleWaiters.splice(0)) w();
       if (this.stopping) return;
-      if (this.opts.scrub?.mode === 'on-release') this.scrub('release');
+      if (this.opts.scrub?.mode === 'on-release' && session.mayHaveWritten) this.scrub('release');
       else this.status('waiting for a client');
     });
     this.active = { connection, session, peer, since: Date.now() };

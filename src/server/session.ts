@@ -58,6 +58,12 @@ export class Session implements MessageSink {
   private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
   private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
   private readonly traceAccess: boolean;
+  /**
+   * Whether this client could have changed device memory: it wrote a region
+   * or was given an fd to map one. A client that did neither (`describe`)
+   * leaves nothing behind for a scrub to clear.
+   */
+  mayHaveWritten = false;
 
   constructor(
     private readonly device: GpuDevice,
@@ -243,6 +249,7 @@ export class Session implements MessageSink {
     }
     flags |= RegionFlag.MMAP | (areas ? RegionFlag.CAPS : 0);
     const msg = encodeRegionInfoReply(h.id, q.argsz, { flags, index: q.index, size: r.size, offset: mm.fdOffset, sparseAreas: areas });
+    this.mayHaveWritten = true;
     this.reply(h, msg, noReply, [mm.fd]);
   }
 
@@ -311,6 +318,7 @@ export class Session implements MessageSink {
   private regionWrite(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const a = decodeRegionAccess(buf, at, len, true, this.access);
     const r = this.target(a, true);
+    this.mayHaveWritten = true;
     this.counters.trappedWrites[a.region]!++;
     if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'write');
     r.write(a.offset, buf, a.dataOffset, a.count);
@@ -325,6 +333,7 @@ export class Session implements MessageSink {
     const n = decodeWriteMultiCount(buf, at, len, Limits.MAX_WRITE_MULTI);
     const a = this.access;
     for (let i = 0; i < n; i++) this.target(decodeWriteMultiEntry(buf, at, i, a), true);
+    this.mayHaveWritten = true;
     for (let i = 0; i < n; i++) {
       decodeWriteMultiEntry(buf, at, i, a);
       this.counters.trappedWrites[a.region]!++;

@@ -157,7 +157,8 @@ export class Connection {
   private onEvents(status: number, events: number): void {
     if (this.closed) return;
     if (status < 0) {
-      this.close(`socket error ${status}`);
+      // libuv reports EPOLLERR as EBADF: on a UNIX stream that is the peer resetting the connection
+      this.close(status === -9 ? 'connection reset by peer' : `socket error ${status}`);
       return;
     }
     if (events & native.WRITABLE) this.flush();

@@ -6,20 +6,22 @@ export class ListenError extends Error {}
 
 /**
  * The daemon's listening UNIX socket. A stale socket file left by a dead daemon
- * is replaced; a live one, a symlink or any other kind of file is refused.
+ * is replaced; a live one, a symlink or any other kind of file is refused. A
+ * socket passed in by a service manager (adopt) is used as it is and its file
+ * is left alone: the service manager owns it.
  */
 export class Listener {
   private readonly poller: Poller;
   private closed = false;
-  private readonly ino: number;
 
   private constructor(
     readonly path: string,
     readonly fd: number,
     private readonly onClient: (fd: number, peer: PeerCredentials | null) => void,
     private readonly onError: (err: Error) => void,
+    /** Inode of the socket file we created, which close() removes; null when not ours. */
+    private readonly ino: number | null,
   ) {
-    this.ino = fs.statSync(path).ino;
     this.poller = native.createPoller(fd, (status) => this.accept(status));
     this.poller.start(native.READABLE);
   }
@@ -37,7 +39,22 @@ export class Listener {
     } catch (err) {
       throw new ListenError(`cannot listen on ${path}: ${(err as Error).message}`);
     }
-    return new Listener(path, fd, onClient, onError);
+    return new Listener(path, fd, onClient, onError, fs.statSync(path).ino);
+  }
+
+  /** Serves on an inherited listening socket (systemd socket activation). */
+  static adopt(
+    fd: number,
+    onClient: (fd: number, peer: PeerCredentials | null) => void,
+    onError: (err: Error) => void,
+  ): Listener {
+    let address: string;
+    try {
+      address = native.adoptListener(fd);
+    } catch (err) {
+      throw new ListenError(`inherited fd ${fd} is not a listening UNIX stream socket: ${(err as Error).message}`);
+    }
+    return new Listener(address, fd, onClient, onError, null);
   }
 
   /** Leaves new connections in the kernel's backlog until resume(). */
@@ -55,6 +72,7 @@ export class Listener {
     this.closed = true;
     this.poller.close();
     native.closeFd(this.fd);
+    if (this.ino === null) return;
     try {
       if (fs.lstatSync(this.path).ino === this.ino) fs.unlinkSync(this.path);
     } catch {

@@ -267,11 +267,14 @@ export function encodeWriteMulti(id: number, writes: readonly MultiWrite[]): Buf
   );
   writeU64(buf, HEADER_SIZE, writes.length);
   writes.forEach((w, i) => {
+    if (w.data.length < 1 || w.data.length > Size.WRITE_MULTI_DATA) {
+      throw new RangeError(`write-multi entry ${i}: ${w.data.length} bytes (1..${Size.WRITE_MULTI_DATA})`);
+    }
     const p = HEADER_SIZE + Size.WRITE_MULTI_COUNT + i * Size.WRITE_MULTI_ENTRY;
     writeU64(buf, p, w.offset);
     writeU32(buf, p + 8, w.region);
     writeU32(buf, p + 12, w.data.length);
-    buf.set(w.data.subarray(0, Size.WRITE_MULTI_DATA), p + Size.REGION_ACCESS);
+    buf.set(w.data, p + Size.REGION_ACCESS);
   });
   return buf;
 }

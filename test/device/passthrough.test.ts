@@ -4,7 +4,8 @@ import { FdMemory } from '../../src/backends/fd-memory.js';
 import type { DmaFileOps } from '../../src/device/dma-maps.js';
 import { GpuDevice } from '../../src/device/gpu-device.js';
 import type { EventSink } from '../../src/device/interrupts.js';
-import { PassthroughError, PassthroughFunction } from '../../src/device/passthrough-function.js';
+import type { LayoutName } from '../../src/device/layout.js';
+import { PassthroughFunction } from '../../src/device/passthrough-function.js';
 import type { ReadinessOptions } from '../../src/device/readiness.js';
 import { native } from '../../src/native/native.js';
 import { IrqSetFlag } from '../../src/wire/constants.js';
@@ -13,7 +14,13 @@ import { FakeHost, type FakeHostOptions } from '../helpers/fake-host.js';
 
 const MiB = 1 << 20;
 const closed: number[] = [];
-const sink: EventSink = { signal: () => {}, close: (fd) => closed.push(fd) };
+const sink: EventSink = {
+  signal: () => {},
+  watch: () => {
+    throw new Error('a host function watches its own unmask eventfds');
+  },
+  close: (fd) => closed.push(fd),
+};
 const dmaOps: DmaFileOps = {
   check() {},
   map: () => new ArrayBuffer(8),
@@ -27,16 +34,16 @@ afterEach(() => {
   closed.length = 0;
 });
 
-function device(hostOpts: FakeHostOptions = {}, readiness?: ReadinessOptions) {
+function device(hostOpts: FakeHostOptions = {}, readiness?: ReadinessOptions, layout: LayoutName = 'bar2') {
   const host = new FakeHost(hostOpts);
   const memfd = native.memfdCreate('aperture', 0);
-  fs.ftruncateSync(memfd, MiB);
+  fs.ftruncateSync(memfd, 2 * MiB);
   cleanup.push(() => {
     host.close();
     native.closeFd(memfd);
   });
-  const fn = new PassthroughFunction(host, { apertureBar: 2, ...(readiness ? { readiness } : {}) });
-  const dev = new GpuDevice({ function: fn, aperture: new FdMemory(memfd, 0, MiB), pageSize: 4096, events: sink, dmaOps, maxDmaMaps: 16 });
+  const fn = new PassthroughFunction(host, readiness ? { readiness } : {});
+  const dev = new GpuDevice({ function: fn, aperture: new FdMemory(memfd, 0, 2 * MiB), layout, pageSize: 4096, events: sink, dmaOps, maxDmaMaps: 16 });
   return { host, fn, dev };
 }
 
@@ -88,12 +95,25 @@ describe('a passed-through host function behind the device', () => {
     expect(dev.flags).toBe(3); // PCI | RESET
   });
 
-  it('refuses a host function with its own BAR where the aperture goes', () => {
-    expect(() => device({ extraRegions: { 2: 4096 } })).toThrow(PassthroughError);
-    expect(() => device({ extraRegions: { 3: 4096 } })).toThrow(/BAR3 of 4096 bytes where the aperture's BAR2\/3 goes/);
+  it('refuses a host function with its own BAR where a memory BAR of the layout goes', () => {
+    expect(() => device({ extraRegions: { 2: 4096 } })).toThrow(
+      'fake host function has a BAR2 of 4096 bytes where the memory BAR2/3 of layout bar2 goes (another --layout may leave it free)',
+    );
+    expect(() => device({ extraRegions: { 3: 4096 } })).toThrow(/BAR3 of 4096 bytes where the memory BAR2\/3/);
     // a 64-bit BAR1 has its upper half in slot 2
-    expect(() => device({ extraRegions: { 1: 4096 }, barRegisters: { 1: 0x0000000c } })).toThrow(/64-bit BAR1 uses slot 2/);
+    expect(() => device({ extraRegions: { 1: 4096 }, barRegisters: { 1: 0x0000000c } })).toThrow(/its 64-bit BAR1 uses slot 2, where the memory BAR of layout bar2 goes/);
     expect(() => device({ extraRegions: { 1: 4096 }, barRegisters: { 1: 0x00000000 } })).not.toThrow();
+    expect(() => device({ extraRegions: { 4: 4096 } }, undefined, 'gb')).toThrow(/BAR4 of 4096 bytes where the memory BAR4\/5 of layout gb goes/);
+  });
+
+  it('passes a host BAR2 through when the layout puts the memory at BAR4 (Grace Blackwell)', () => {
+    const { host, dev } = device({ extraRegions: { 2: 0x10000 }, barRegisters: { 2: 0x0000000c } }, undefined, 'gb');
+    expect(dev.region(2)!.size).toBe(0x10000);
+    expect(dev.region(4)).toBe(dev.aperture);
+    expect(cfg32(dev, 0x18)).toBe(0xc); // the host's own BAR2 register
+    expect(cfg32(dev, 0x20)).toBe(0xc); // the memory BAR's, emulated
+    dev.region(2)!.write(0x10, Buffer.from([9]), 0, 1);
+    expect(host.buffers.get(2)![0x10]).toBe(9);
   });
 
   it('takes its interrupt counts from the host', () => {

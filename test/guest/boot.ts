@@ -11,6 +11,11 @@ export interface BootOptions {
   extraArgs?: string[];
   /** Guest RAM in MiB (memfd-backed, shared, so vfio-user DMA can map it). Default 512. */
   memoryMiB?: number;
+  /**
+   * extraArgs bring their own -m and RAM backend (e.g. on a NUMA node): the
+   * default RAM arguments are left out and memoryMiB is unused.
+   */
+  ownMemory?: boolean;
   /** QEMU is killed after this long. Default 120 s. */
   timeoutMs?: number;
   /** More kernel command-line words. */
@@ -42,15 +47,13 @@ export const BASE_APPEND = ['console=ttyS0', 'quiet', 'panic=-1'];
 /** QEMU arguments for a guest boot (without the install's prefixArgs). */
 export function guestArgs(o: BootOptions): string[] {
   const mem = o.memoryMiB ?? DEFAULT_MEMORY_MIB;
+  const ram = o.ownMemory ? [] : ['-m', `${mem}M`, '-object', `memory-backend-memfd,id=mem0,size=${mem}M,share=on`];
   return [
     '-machine',
-    'q35,memory-backend=mem0',
+    o.ownMemory ? 'q35' : 'q35,memory-backend=mem0',
     '-accel',
     'tcg',
-    '-m',
-    `${mem}M`,
-    '-object',
-    `memory-backend-memfd,id=mem0,size=${mem}M,share=on`,
+    ...ram,
     '-nographic',
     '-no-reboot',
     // No default NIC: saves its option ROM and keeps the slots for the device under test.

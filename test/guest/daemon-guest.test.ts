@@ -7,13 +7,10 @@ import { fillPattern, findPatternMismatch, nvgraceBarCheckArgs, shellQuote } fro
 import { bootGuest, describeBoot, parseBarCheckDone, parseChecks } from './boot.js';
 import { buildInitramfs } from './initramfs.js';
 import { useQemu } from './qemu-fixture.js';
+import { vfioUserDevice } from './vfio-user-device.js';
 
 const MiB = 1024 * 1024;
 const qemu = useQemu();
-
-export function vfioUserDevice(socket: string, id = 'gpu0'): string[] {
-  return ['-device', JSON.stringify({ driver: 'vfio-user-pci', id, socket: { type: 'unix', path: socket } })];
-}
 
 describe('QEMU guest attached to the daemon', () => {
   let d: TestDaemon | null = null;

@@ -14,8 +14,8 @@ export function runCli(args: string[], timeoutMs = 20_000): Promise<Finished> {
   return finished(spawnCli(args), timeoutMs);
 }
 
-export function spawnCli(args: string[]): ChildProcess & { out: { stdout: string; stderr: string } } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }) as ChildProcess & {
+export function spawnCli(args: string[], env?: NodeJS.ProcessEnv): ChildProcess & { out: { stdout: string; stderr: string } } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) }) as ChildProcess & {
     out: { stdout: string; stderr: string };
   };
   child.out = { stdout: '', stderr: '' };
@@ -44,6 +44,16 @@ export async function waitForLog(child: ReturnType<typeof spawnCli>, text: strin
   while (!child.out.stderr.includes(text)) {
     if (child.exitCode !== null) throw new Error(`daemon exited (${child.exitCode}): ${child.out.stderr}`);
     if (Date.now() - start > timeoutMs) throw new Error(`no "${text}" in log: ${child.out.stderr}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Waits until the daemon's log holds `count` lines containing `text`. */
+export async function waitForLogCount(child: ReturnType<typeof spawnCli>, text: string, count: number, timeoutMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (child.out.stderr.split(text).length - 1 < count) {
+    if (child.exitCode !== null) throw new Error(`daemon exited (${child.exitCode}): ${child.out.stderr}`);
+    if (Date.now() - start > timeoutMs) throw new Error(`fewer than ${count} "${text}" in log: ${child.out.stderr}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }

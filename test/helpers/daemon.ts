@@ -25,7 +25,6 @@ export function startTestDaemon(overrides: Partial<ServeOptions> = {}): TestDaem
     aperturePath: path.join(dir, 'aperture'),
     bar0: parseBar0Spec('emulated'),
     vendorId: 0x10de,
-    deviceId: 0x2342,
     logLevel: process.env['NVGRACE_TEST_LOG'] ?? 'silent',
     ...overrides,
   };
@@ -33,7 +32,7 @@ export function startTestDaemon(overrides: Partial<ServeOptions> = {}): TestDaem
   return {
     running,
     dir,
-    socket: opts.socket,
+    socket: opts.socket!,
     aperturePath: opts.aperturePath!,
     apertureSize,
     stop() {

@@ -136,6 +136,22 @@ describe('daemon over a real socket', () => {
     native.closeFd(efd);
   });
 
+  it('unmasks INTx when the client signals its unmask eventfd', async () => {
+    const trigger = native.eventfd(0, native.EFD_NONBLOCK);
+    const unmask = native.eventfd(0, native.EFD_NONBLOCK);
+    await client.setIrqs(IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, IrqIndex.INTX, 0, 1, [trigger]);
+    await client.setIrqs(IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_UNMASK, IrqIndex.INTX, 0, 1, [unmask]);
+    const irqs = d.running.daemon.device.interrupts;
+    irqs.trigger(IrqIndex.INTX, 0);
+    expect(native.eventfdRead(trigger)).toBe(1);
+    irqs.trigger(IrqIndex.INTX, 0); // automasked: held back
+    expect(native.eventfdRead(trigger)).toBe(-1);
+    native.eventfdWrite(unmask, 1);
+    await until(() => !irqs.isMasked(IrqIndex.INTX, 0) || native.eventfdRead(trigger) === 1, 'unmask through the eventfd');
+    native.closeFd(trigger);
+    native.closeFd(unmask);
+  });
+
   it('keeps aperture contents across clients and refuses a second client', async () => {
     await client.regionWrite(BAR2, 0x4000, Buffer.from('tenant-A'));
     const second = VfioUserClient.connect(d.socket);

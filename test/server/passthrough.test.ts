@@ -27,7 +27,7 @@ function serve(host: FakeHost, readyMs = 0, timeoutMs = 5000) {
   const socket = path.join(dir, 'gpu.sock');
   const aperture = native.memfdCreate('aperture', 0);
   fs.ftruncateSync(aperture, MiB);
-  const fn = new PassthroughFunction(host, { apertureBar: 2, readiness: { mode: 'auto', timeoutMs, intervalMs: 10 } });
+  const fn = new PassthroughFunction(host, { readiness: { mode: 'auto', timeoutMs, intervalMs: 10 } });
   // an NVIDIA host becomes ready readyMs after each reset
   let resetAt = 0;
   const realReset = host.reset.bind(host);
