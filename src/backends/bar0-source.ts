@@ -1,4 +1,5 @@
 import type { MemoryBacking } from '../device/memory-bar.js';
+import { parseBdf } from './vfio/pci-address.js';
 
 /**
  * Where BAR0, the register BAR, comes from. Every source exposes its bytes as
@@ -29,8 +30,9 @@ export function parseBar0Spec(text: string): Bar0Spec {
   const rest = text.slice(colon + 1);
   if (rest.length > 0) {
     if (kind === 'file') return { kind: 'file', path: rest };
-    if (kind === 'sysfs') return { kind: 'sysfs', bdf: rest };
-    if (kind === 'vfio') return { kind: 'vfio', target: rest };
+    const bdf = parseBdf(rest);
+    if (kind === 'sysfs' && bdf) return { kind: 'sysfs', bdf };
+    if (kind === 'vfio' && (bdf || rest.startsWith('/'))) return { kind: 'vfio', target: bdf ?? rest };
   }
-  throw new Error(`--bar0 must be "emulated", "file:PATH", "sysfs:BDF" or "vfio:BDF|/dev/vfio/devices/vfioN", not "${text}"`);
+  throw new Error(`--bar0 must be "emulated", "file:PATH", "sysfs:BDF" or "vfio:BDF|/dev/vfio/devices/vfioN" (BDF as 0000:01:00.0), not "${text}"`);
 }
