@@ -10,6 +10,7 @@
         "binding/fd.c",
         "binding/poll.c",
         "binding/notify.c",
+        "binding/numa.c",
         "binding/vfio.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],

@@ -1,23 +1,68 @@
 import fs from 'node:fs';
-import { native } from '../native/native.js';
+import nodePath from 'node:path';
+import type { MemoryBacking } from '../device/memory-bar.js';
+import { isSyscallError, native } from '../native/native.js';
+import { devMajorMinor, findDaxDevice, type DaxDevice } from './device-dax.js';
 import { FdMemory } from './fd-memory.js';
+import { pageSizeName, poolTooSmallMessage, readHugePagePool } from './hugepages.js';
+import { bindToNode, checkNumaNode, nodeFreeBytes, pagesOffNode } from './numa.js';
+import { SYSFS_ROOT } from './sysfs.js';
+import { forEachWindow, WindowedMemory } from './windowed-memory.js';
 
-export type ApertureKind = 'memfd' | 'file' | 'char-device';
+/**
+ * What backs the aperture:
+ * - memfd: anonymous shared memory (shmem), the default;
+ * - memfd-hugetlb: anonymous huge pages (memfd with MFD_HUGETLB);
+ * - file: a regular or tmpfs file;
+ * - hugetlbfs: a file on a hugetlbfs mount;
+ * - device-dax: /dev/daxX.Y;
+ * - dev-mem: /dev/mem (physical addresses);
+ * - char-device: any other character device.
+ */
+export type ApertureKind = 'memfd' | 'memfd-hugetlb' | 'file' | 'hugetlbfs' | 'device-dax' | 'dev-mem' | 'char-device';
+
+export const DEFAULT_APERTURE_SIZE = 96 * 1024 * 1024;
+/** statfs f_type of hugetlbfs. */
+export const HUGETLBFS_MAGIC = 0x958458f6;
 
 export interface ApertureOptions {
-  /** Bytes of coherent memory. */
-  size: number;
+  /** Bytes of coherent memory; default 96 MiB, or for a device-dax the rest of the device after `base`. */
+  size?: number | undefined;
   /** Host physical base: the offset of the memory inside the backing. */
   base: number;
   /** Backing file; none means anonymous shared memory (memfd). */
   path?: string | undefined;
+  /** The system page size. */
   pageSize: number;
+  /** Back the memory with huge pages of this size (anonymous memory, or checked against a hugetlbfs file). */
+  hugePageSize?: number | undefined;
+  /** Bind the memory strictly to this NUMA node (anonymous memory or hugetlbfs). */
+  numaNode?: number | undefined;
+  /** Where sysfs is (tests point it at a fake tree). */
+  sysfsRoot?: string | undefined;
+  /** CPU architecture the warnings are for; default process.arch. */
+  arch?: string | undefined;
+}
+
+/** The facts about a backing that an operator (and `describe`) needs. */
+export interface BackingFacts {
+  kind: ApertureKind;
+  path: string | null;
+  /** NUMA node the memory is bound to (or, for device-dax, lives on); null when not known. */
+  numaNode: number | null;
+  /** Bytes per page of the backing; the client maps in multiples of it. */
+  pageSize: number;
+  /** Whether the host maps the memory as normal cacheable memory; null when it cannot tell. */
+  cacheable: boolean | null;
 }
 
 export interface Aperture {
   readonly kind: ApertureKind;
   readonly path: string | null;
-  readonly memory: FdMemory;
+  readonly memory: MemoryBacking;
+  readonly facts: BackingFacts;
+  /** One-line warnings to log at start. */
+  readonly warnings: readonly string[];
   close(): void;
 }
 
@@ -25,62 +70,268 @@ export class ApertureError extends Error {}
 
 /**
  * Opens the backing of the coherent memory. Nothing here touches the memory
- * itself: a memfd or a new file is only sized (sparse), so a 512 GiB aperture
- * starts as fast as a small one.
+ * itself unless a NUMA binding of huge pages needs it: a memfd or a new file
+ * is only sized (sparse), so a 512 GiB aperture starts as fast as a small one.
  */
 export function openAperture(opts: ApertureOptions): Aperture {
-  if (!Number.isSafeInteger(opts.size) || opts.size <= 0) throw new ApertureError(`aperture size ${opts.size} must be positive`);
-  if (opts.base % opts.pageSize !== 0) {
-    throw new ApertureError(`aperture base 0x${opts.base.toString(16)} is not aligned to the ${opts.pageSize}-byte page`);
+  const sysfs = opts.sysfsRoot ?? SYSFS_ROOT;
+  if (opts.size !== undefined && (!Number.isSafeInteger(opts.size) || opts.size <= 0)) {
+    throw new ApertureError(`aperture size ${opts.size} must be positive`);
   }
-  const end = opts.base + opts.size;
-  if (!opts.path) {
-    const fd = native.memfdCreate('nvgrace-aperture', 0);
-    try {
-      fs.ftruncateSync(fd, end);
-    } catch (err) {
-      native.closeFd(fd);
-      throw err;
-    }
-    return wrap('memfd', null, fd, opts);
-  }
+  checkAligned(opts.base, opts.pageSize, `the ${opts.pageSize}-byte page`);
+  const ap = opts.path ? openPath(opts.path, opts, sysfs) : openAnonymous(opts, sysfs);
+  return { ...ap, warnings: backingWarnings(ap.facts, opts.arch ?? process.arch) };
+}
 
-  const path = opts.path;
+/** One-line warnings about a backing, for the log at start. */
+export function backingWarnings(facts: BackingFacts, arch: string): string[] {
+  if (facts.kind === 'dev-mem' && arch === 'arm64') {
+    return [
+      `aperture ${facts.path}: on arm64 /dev/mem maps memory outside the kernel's linear map as uncached Device memory ` +
+        `(not the coherent cacheable mapping the GPU memory needs; unaligned guest accesses can fault); ` +
+        `prefer --aperture-path /dev/daxX.Y, or --aperture-numa-node N (with --aperture-hugepages) where the memory is onlined as a NUMA node`,
+    ];
+  }
+  return [];
+}
+
+/** What a character device is, by its numbers: /dev/mem is 1:1 on every Linux. */
+export function charDeviceKind(rdev: number): 'dev-mem' | 'char-device' {
+  const [major, minor] = devMajorMinor(rdev);
+  return major === 1 && minor === 1 ? 'dev-mem' : 'char-device';
+}
+
+function checkNode(sysfs: string, node: number | undefined): void {
+  if (node === undefined) return;
+  try {
+    checkNumaNode(sysfs, node);
+  } catch (err) {
+    throw new ApertureError(`--aperture-numa-node: ${(err as Error).message}; refusing to fall back to another node`);
+  }
+}
+
+function checkHugePageSize(sysfs: string, huge: number): void {
+  try {
+    readHugePagePool(sysfs, huge);
+  } catch (err) {
+    throw new ApertureError(`--aperture-hugepages: ${(err as Error).message}`);
+  }
+}
+
+function openAnonymous(opts: ApertureOptions, sysfs: string): Aperture {
+  const size = opts.size ?? DEFAULT_APERTURE_SIZE;
+  const huge = opts.hugePageSize;
+  checkNode(sysfs, opts.numaNode);
+  if (huge !== undefined) {
+    checkHugePageSize(sysfs, huge);
+    checkAligned(opts.base, huge, `the ${pageSizeName(huge)} huge page`);
+  }
+  if (huge === undefined && opts.numaNode !== undefined) {
+    const free = nodeFreeBytes(sysfs, opts.numaNode);
+    if (free !== null && free < size) {
+      throw new ApertureError(
+        `NUMA node ${opts.numaNode} has ${mib(free)} free; the aperture needs ${mib(size)}; refusing to fall back to another node`,
+      );
+    }
+  }
+  const flags = huge === undefined ? 0 : native.MFD_HUGETLB | (Math.log2(huge) << 26);
+  const fd = native.memfdCreate('nvgrace-aperture', flags);
+  try {
+    const end = opts.base + size;
+    fs.ftruncateSync(fd, huge === undefined ? end : alignUp(end, huge));
+    if (huge === undefined) {
+      if (opts.numaNode !== undefined) bindShmem(fd, opts.base, end, opts.pageSize, opts.numaNode);
+      return wrap({ kind: 'memfd', path: null, numaNode: opts.numaNode ?? null, pageSize: opts.pageSize, cacheable: true }, fd, new FdMemory(fd, opts.base, size));
+    }
+    prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, 'anonymous memory');
+    return wrap(
+      { kind: 'memfd-hugetlb', path: null, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true },
+      fd,
+      new WindowedMemory(fd, opts.base, size, huge),
+    );
+  } catch (err) {
+    native.closeFd(fd);
+    throw err;
+  }
+}
+
+function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture {
   let fd: number;
+  let created = false;
   try {
     // O_NOFOLLOW is not used: /dev/daxX.Y and /dev/mem are commonly reached through udev links.
     fd = fs.openSync(path, fs.constants.O_RDWR);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT') throw new ApertureError(`cannot open aperture ${path}: ${(err as Error).message}`);
-    fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-    fs.ftruncateSync(fd, end);
+    if (isDeviceNodePath(path)) {
+      // creating it would put a RAM file where a device was meant (e.g. /dev/mem on a kernel without CONFIG_DEVMEM)
+      throw new ApertureError(`aperture ${path} does not exist; a missing device node is not created as a file`);
+    }
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    } catch (err2) {
+      throw new ApertureError(`cannot create aperture ${path}: ${(err2 as Error).message}`);
+    }
+    created = true;
   }
   try {
     const st = fs.fstatSync(fd);
-    if (st.isCharacterDevice()) return wrap('char-device', path, fd, opts);
+    if (st.isCharacterDevice()) return openCharDevice(path, fd, st, opts, sysfs);
     if (!st.isFile()) throw new ApertureError(`aperture ${path} is neither a regular file nor a character device`);
-    if (st.size < end) {
+    const fsInfo = fs.statfsSync(path);
+    const hugetlbfs = fsInfo.type === HUGETLBFS_MAGIC;
+    const size = opts.size ?? DEFAULT_APERTURE_SIZE;
+    const end = opts.base + size;
+    if (!hugetlbfs) {
+      if (opts.hugePageSize !== undefined) {
+        throw new ApertureError(`--aperture-hugepages needs anonymous memory (no --aperture-path) or a file on a hugetlbfs mount; ${path} is not on one`);
+      }
+      if (opts.numaNode !== undefined) {
+        throw new ApertureError(`--aperture-numa-node binds memory the daemon allocates: use it without --aperture-path, or with a file on a hugetlbfs mount; ${path} is not on one`);
+      }
+      if (created) fs.ftruncateSync(fd, end);
+      checkFileSize(path, st.size, created, end);
+      return wrap({ kind: 'file', path, numaNode: null, pageSize: opts.pageSize, cacheable: true }, fd, new FdMemory(fd, opts.base, size));
+    }
+    // hugetlbfs reports its page size as the block size
+    const huge = fsInfo.bsize;
+    if (opts.hugePageSize !== undefined && opts.hugePageSize !== huge) {
       throw new ApertureError(
-        `aperture file ${path} holds ${st.size} bytes; base+size needs ${end} (grow it with truncate -s ${end})`,
+        `${path} is on a hugetlbfs mount of ${pageSizeName(huge)} pages, but --aperture-hugepages asks for ${pageSizeName(opts.hugePageSize)}`,
       );
     }
-    return wrap('file', path, fd, opts);
+    checkNode(sysfs, opts.numaNode);
+    checkAligned(opts.base, huge, `the ${pageSizeName(huge)} huge page`);
+    if (created) fs.ftruncateSync(fd, alignUp(end, huge));
+    checkFileSize(path, st.size, created, end);
+    prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, path);
+    return wrap({ kind: 'hugetlbfs', path, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, huge));
   } catch (err) {
     fs.closeSync(fd);
+    if (created) fs.rmSync(path, { force: true });
     throw err;
   }
 }
 
-function wrap(kind: ApertureKind, path: string | null, fd: number, opts: ApertureOptions): Aperture {
+function openCharDevice(path: string, fd: number, st: fs.Stats, opts: ApertureOptions, sysfs: string): Aperture {
+  let dax: DaxDevice | null;
+  try {
+    dax = findDaxDevice(sysfs, path, st.rdev);
+  } catch (err) {
+    throw new ApertureError((err as Error).message);
+  }
+  if (opts.hugePageSize !== undefined) {
+    throw new ApertureError(`--aperture-hugepages does not apply to ${path}: ${dax ? 'a device-dax maps at its own alignment' : 'a character device has its own pages'}`);
+  }
+  if (opts.numaNode !== undefined) {
+    throw new ApertureError(
+      `--aperture-numa-node does not apply to ${path}: ${dax ? `a device-dax's memory lives where it is (node ${dax.numaNode ?? 'unknown'})` : 'device memory cannot be bound'}`,
+    );
+  }
+  if (dax) {
+    checkAligned(opts.base, dax.align, `${dax.name}'s ${pageSizeName(dax.align)} alignment`);
+    if (opts.base >= dax.size) throw new ApertureError(`aperture base 0x${opts.base.toString(16)} is beyond the end of ${dax.name} (${dax.size} bytes)`);
+    const size = opts.size ?? dax.size - opts.base;
+    if (opts.base + size > dax.size) {
+      throw new ApertureError(`${dax.name} holds ${dax.size} bytes; base+size needs ${opts.base + size}`);
+    }
+    return wrap({ kind: 'device-dax', path, numaNode: dax.numaNode, pageSize: dax.align, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, dax.align));
+  }
+  const size = opts.size ?? DEFAULT_APERTURE_SIZE;
+  // /dev/mem gives uncached mappings of device memory on arm64 (and of non-RAM ranges on x86)
+  const kind = charDeviceKind(st.rdev);
+  return wrap({ kind, path, numaNode: null, pageSize: opts.pageSize, cacheable: kind === 'dev-mem' ? false : null }, fd, new FdMemory(fd, opts.base, size));
+}
+
+/**
+ * Sets the shared policy of [start, end) of a shmem file: mbind on a shared
+ * mapping of shmem binds the file range itself, so pages the client faults in
+ * through its own mapping are allocated on the node too.
+ */
+function bindShmem(fd: number, start: number, end: number, pageSize: number, node: number): void {
+  forEachWindow(fd, start, end, pageSize, (map) => bindToNode(map, 0, map.byteLength, node));
+}
+
+/**
+ * Makes the huge pages of [start, end) certain before any client maps them.
+ * Mapping a hugetlbfs range shared reserves its pages (the reservation stays
+ * with the file), so a short pool is an error now, not a SIGBUS in the client.
+ * hugetlbfs keeps no shared policy, so a NUMA binding holds only for pages
+ * allocated through the mapping that carries it: they are all faulted in here,
+ * then checked to be on the node.
+ */
+function prepareHugePages(fd: number, start: number, end: number, huge: number, node: number | undefined, sysfs: string, what: string): void {
+  const mapEnd = alignUp(end, huge);
+  const needed = (mapEnd - start) / huge;
+  try {
+    forEachWindow(fd, start, mapEnd, huge, (map, at) => {
+      if (node === undefined) return;
+      bindToNode(map, 0, map.byteLength, node);
+      try {
+        native.populate(map, 0, map.byteLength, true);
+      } catch (err) {
+        // a page the node cannot supply fails the fault: ENOMEM, or EFAULT where it would be SIGBUS
+        if (isSyscallError(err, 'ENOMEM') || isSyscallError(err, 'EFAULT')) {
+          throw new ApertureError(poolTooSmallMessage(readHugePagePool(sysfs, huge, node), needed));
+        }
+        if (isSyscallError(err, 'EINVAL')) {
+          throw new ApertureError(`${what}: cannot fault huge pages in on NUMA node ${node}: madvise(MADV_POPULATE_WRITE) needs Linux 5.14 or later`);
+        }
+        throw err;
+      }
+      const off = pagesOffNode(map, 0, map.byteLength, huge, node);
+      if (off.size > 0) {
+        const where = [...off].map(([n, count]) => `${count} on node ${n}`).join(', ');
+        throw new ApertureError(`${what}: huge pages at 0x${at.toString(16)} are not on NUMA node ${node} (${where}); they were allocated before the binding`);
+      }
+    });
+  } catch (err) {
+    if (isSyscallError(err, 'ENOMEM') && err.syscall === 'mmap') {
+      throw new ApertureError(poolTooSmallMessage(readHugePagePool(sysfs, huge), needed));
+    }
+    throw err;
+  }
+}
+
+function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory): Aperture {
   let open = true;
   return {
-    kind,
-    path,
-    memory: new FdMemory(fd, opts.base, opts.size),
+    kind: facts.kind,
+    path: facts.path,
+    memory,
+    facts,
+    warnings: [],
     close() {
-      if (open) fs.closeSync(fd);
+      if (!open) return;
       open = false;
+      if (memory instanceof WindowedMemory) memory.close();
+      fs.closeSync(fd);
     },
   };
+}
+
+/** A path in /dev that names a device, not a file on one of its memory filesystems. */
+function isDeviceNodePath(p: string): boolean {
+  const abs = nodePath.resolve(p);
+  return abs.startsWith('/dev/') && !abs.startsWith('/dev/shm/') && !abs.startsWith('/dev/hugepages/');
+}
+
+function checkFileSize(path: string, size: number, created: boolean, end: number): void {
+  if (!created && size < end) {
+    throw new ApertureError(`aperture file ${path} holds ${size} bytes; base+size needs ${end} (grow it with truncate -s ${end})`);
+  }
+}
+
+function checkAligned(base: number, align: number, what: string): void {
+  if (base % align !== 0) throw new ApertureError(`aperture base 0x${base.toString(16)} is not aligned to ${what}`);
+}
+
+function alignUp(value: number, align: number): number {
+  const r = value % align;
+  return r === 0 ? value : value + align - r;
+}
+
+function mib(bytes: number): string {
+  return `${Math.floor(bytes / 2 ** 20)} MiB`;
 }

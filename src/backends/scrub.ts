@@ -26,10 +26,14 @@ export async function scrubAperture(
   shouldStop: () => boolean = () => false,
 ): Promise<'done' | 'stopped'> {
   const { fd, fdOffset, size } = aperture.memory;
-  let punch = aperture.kind !== 'char-device';
+  // Huge pages are zeroed in place, not punched: punching would give back their
+  // reservation and the NUMA placement they were allocated with.
+  let punch = aperture.kind === 'memfd' || aperture.kind === 'file';
+  const granularity = aperture.facts.pageSize;
+  const step = Math.max(WINDOW, granularity);
   for (let done = 0; done < size; ) {
     if (shouldStop()) return 'stopped';
-    const len = Math.min(WINDOW, size - done);
+    const len = Math.min(step, size - done);
     if (punch) {
       try {
         native.fallocatePunchHole(fd, fdOffset + done, len);
@@ -40,7 +44,7 @@ export async function scrubAperture(
         continue;
       }
     } else {
-      zeroThroughMapping(fd, fdOffset + done, len);
+      zeroThroughMapping(fd, fdOffset + done, len, granularity);
     }
     done += len;
     onProgress({ done, total: size });
@@ -49,10 +53,11 @@ export async function scrubAperture(
   return 'done';
 }
 
-function zeroThroughMapping(fd: number, offset: number, len: number): void {
-  const page = native.pageSize();
+/** Zeroes [offset, offset + len) through a mapping aligned to the backing's page (huge page, device-dax alignment). */
+function zeroThroughMapping(fd: number, offset: number, len: number, page: number): void {
   const start = offset - (offset % page);
-  const mapLen = len + (offset - start);
+  const end = offset + len;
+  const mapLen = end - start + ((page - (end % page)) % page);
   const map = native.mmap(fd, mapLen, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, start);
   try {
     native.fillMemory(map, offset - start, len, 0);

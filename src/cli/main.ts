@@ -1,11 +1,12 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
-import { parseAddress, parseGid, parseMode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
+import { parseAddress, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
 import { READY_WAIT_MODES } from '../device/readiness.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
 import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
 import { serve } from './serve.js';
+import { apertureSize } from './aperture-size.js';
 import { optionsFromEnv } from './env-options.js';
 import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
 import { parseListenAddress } from '../service/metrics-http.js';
@@ -22,7 +23,14 @@ Examples:
   # embedded default: 96 MiB of anonymous shared memory at BAR2 (a 128 MiB BAR)
   ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock
 
-  # a Grace Hopper host: the coherent memory through /dev/mem
+  # a Grace Hopper host, GPU memory as a device-dax (cacheable; size and alignment from sysfs)
+  ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock --aperture-path /dev/dax0.0
+
+  # GPU memory onlined as NUMA node 1: 1 GiB huge pages bound there (cacheable)
+  ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock \\
+      --aperture-numa-node 1 --aperture-hugepages 1G --aperture-size 95G
+
+  # the raw physical range through /dev/mem (uncached on arm64: prefer the above)
   ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock \\
       --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
 
@@ -57,9 +65,11 @@ function program(out: (line: string) => void): Command {
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
-    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two', parseSize, 96 * 2 ** 20)
+    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two (a device-dax without it: the rest of the device)', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
-    .option('--aperture-path <path>', 'backing: /dev/mem, a regular, /dev/shm, hugetlbfs or DAX file (default: anonymous shared memory)')
+    .option('--aperture-path <path>', 'backing: /dev/daxX.Y, a hugetlbfs, /dev/shm or regular file, or /dev/mem (default: anonymous shared memory)')
+    .option('--aperture-hugepages <size>', 'back the memory with huge pages: 2M or 1G (anonymous memory, or a hugetlbfs file)', parseHugePages)
+    .option('--aperture-numa-node <node>', 'bind the memory strictly to this NUMA node (anonymous memory or hugetlbfs); never falls back', parseNumaNode)
     .addOption(new Option('--bar0 <source>', BAR0_HELP).default('emulated').argParser((v) => {
       try {
         return parseBar0Spec(v);
@@ -76,8 +86,9 @@ function program(out: (line: string) => void): Command {
     .option('--metrics-listen <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port is loopback only)', asArgument(parseListenAddress))
     .addHelpText('after', SERVE_EXAMPLES)
     .action(async (o, cmd: Command) => {
+      const size = apertureSize(o, cmd);
       try {
-        planLayout(o.layout, o.apertureSize);
+        planLayout(o.layout, size);
       } catch (err) {
         if (err instanceof LayoutError) cmd.error(`error: ${err.message} (--aperture-size)`, { exitCode: 2, code: 'nvgrace.layout' });
         throw err;
@@ -91,9 +102,11 @@ function program(out: (line: string) => void): Command {
         socketGroup: o.socketGroup,
         allowUids: o.allowUid,
         scrub: o.scrub,
-        apertureSize: o.apertureSize,
+        apertureSize: size,
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,
+        apertureHugePages: o.apertureHugepages,
+        apertureNumaNode: o.apertureNumaNode,
         bar0: typeof o.bar0 === 'string' ? parseBar0Spec(o.bar0) : o.bar0,
         layout: o.layout,
         vendorId: o.vendorId,

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { InvalidArgumentError } from 'commander';
+import { parseHugePageSize } from '../backends/hugepages.js';
 
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
@@ -72,4 +73,17 @@ function lookupId(text: string, file: string, what: string): number {
     if (name === text && id !== undefined && /^\d+$/.test(id)) return Number(id);
   }
   throw new InvalidArgumentError(`no ${what} "${text}" in ${file} (give a number instead)`);
+}
+
+/** "2M" or "1G" (also 2MB, 1GiB, ...) → bytes. */
+export function parseHugePages(text: string): number {
+  const bytes = parseHugePageSize(text);
+  if (bytes === null) throw new InvalidArgumentError(`"${text}" is not a huge page size: 2M or 1G`);
+  return bytes;
+}
+
+/** A NUMA node id. */
+export function parseNumaNode(text: string): number {
+  if (!/^\d{1,4}$/.test(text)) throw new InvalidArgumentError(`"${text}" is not a NUMA node number`);
+  return Number(text);
 }

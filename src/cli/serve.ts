@@ -28,9 +28,16 @@ export interface ServeOptions {
   socketGroup?: number | undefined;
   allowUids?: number[];
   scrub?: ScrubMode;
-  apertureSize: number;
+  /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
+  apertureSize?: number | undefined;
   apertureBase: number;
   aperturePath?: string | undefined;
+  /** Huge page size in bytes (2 MiB or 1 GiB). */
+  apertureHugePages?: number | undefined;
+  apertureNumaNode?: number | undefined;
+  /** For tests: the CPU architecture start-up warnings are for, and where sysfs is. */
+  arch?: string | undefined;
+  sysfsRoot?: string | undefined;
   bar0: Bar0Spec;
   /** Which BARs hold the memory; default `bar2`. */
   layout?: LayoutName | undefined;
@@ -47,6 +54,8 @@ export interface ServeOptions {
 
 export interface Running {
   daemon: Daemon;
+  /** The backing; its `facts` say what it is (kind, NUMA node, page size, cacheable). */
+  aperture: Aperture;
   /** What metrics say about the device. */
   labels: DeviceLabels;
   /** Resolves once the daemon listens (after a passed-through GPU is ready); rejects if it never will. */
@@ -67,14 +76,20 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   const pageSize = native.pageSize();
   const layoutName = opts.layout ?? 'bar2';
   // before the backing is opened (or created): a size the layout cannot split is refused up front
-  planLayout(layoutName, opts.apertureSize);
+  // (a device-dax without a size is sized from sysfs, and checked when the device is built)
+  if (opts.apertureSize !== undefined) planLayout(layoutName, opts.apertureSize);
   const deviceId = opts.deviceId ?? LAYOUTS[layoutName].defaultDeviceId;
   const aperture: Aperture = openAperture({
     size: opts.apertureSize,
     base: opts.apertureBase,
     path: opts.aperturePath,
     pageSize,
+    hugePageSize: opts.apertureHugePages,
+    numaNode: opts.apertureNumaNode,
+    arch: opts.arch,
+    sysfsRoot: opts.sysfsRoot,
   });
+  for (const w of aperture.warnings) log.warn(w);
   let fn: PciFunction | null = null;
   let device: GpuDevice;
   try {
@@ -130,7 +145,7 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   if (deviceIdMismatch(layoutName, id.deviceId)) {
     log.warn({ device: hex(id.deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
   }
-  const memory = { backing: aperture.kind, path: aperture.path, base: hex(opts.apertureBase), size: formatSize(opts.apertureSize) };
+  const memory = { backing: aperture.facts, base: hex(opts.apertureBase), size: formatSize(aperture.memory.size) };
   const bars: Record<string, unknown> = { bar0: { source: fn.description, size: formatSize(device.bar0.size) } };
   for (const part of device.memoryLayout.bars) {
     bars[`bar${part.bar}`] = {
@@ -146,12 +161,13 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   let stopped = false;
   return {
     daemon,
+    aperture,
     labels: {
       vendorId: hex(id.vendorId, 4),
       deviceId: hex(id.deviceId, 4),
       layout: layoutName,
       backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
-      memoryBytes: opts.apertureSize,
+      memoryBytes: aperture.memory.size,
       barBytes: device.aperture.size,
     },
     ready,

@@ -13,11 +13,12 @@ import { ActivationError, takeListenFd } from '../service/activation.js';
 import { envName } from './env-options.js';
 import { installUnits } from './install-units.js';
 import { parseSize } from './parse.js';
+import { apertureSize } from './aperture-size.js';
 
 const NAME = 'nvgrace-vfio-user';
 
 /** Serve flags that define the device (describe and qemu-args take them too). */
-const DEVICE_FLAGS = ['--aperture-size', '--aperture-base', '--aperture-path', '--bar0', '--layout', '--vendor-id', '--device-id'];
+const DEVICE_FLAGS = ['--aperture-size', '--aperture-base', '--aperture-path', '--aperture-hugepages', '--aperture-numa-node', '--bar0', '--layout', '--vendor-id', '--device-id'];
 
 /** Turns a parser that throws Error into one commander reports as a usage error. */
 export function asArgument<T>(parse: (text: string) => T): (text: string) => T {
@@ -67,9 +68,11 @@ async function description(cmd: Command): Promise<DeviceDescription> {
   if (o['socket'] !== undefined && !fromFlags) return describeFromSocket(o['socket'], numa);
   return describeFromFlags(
     {
-      apertureSize: o['apertureSize'],
+      apertureSize: apertureSize(o, cmd),
       apertureBase: o['apertureBase'],
       aperturePath: o['aperturePath'],
+      apertureHugePages: o['apertureHugepages'],
+      apertureNumaNode: o['apertureNumaNode'],
       bar0: typeof o['bar0'] === 'string' ? parseBar0Spec(o['bar0']) : o['bar0'],
       layout: o['layout'],
       vendorId: o['vendorId'],

@@ -8,6 +8,12 @@ export interface MemoryBacking {
   /** fd the client maps, and the file offset of memory byte 0. */
   readonly fd: number;
   readonly fdOffset: number;
+  /**
+   * Granularity the client must map in, when coarser than the system page:
+   * the huge page size, or a device-dax alignment. The sparse-mmap area and
+   * its fd offset are aligned to it so the client can map with large pages.
+   */
+  readonly mapGranularity?: number;
   read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void;
   write(offset: number, src: Uint8Array, srcOffset: number, count: number): void;
 }
@@ -43,6 +49,7 @@ export class MemoryBar implements Region {
     trapped?: readonly [number, number],
   ) {
     if (memory.size > size) throw new Error(`BAR${index}: memory of ${memory.size} bytes exceeds BAR of ${size}`);
+    pageSize = Math.max(pageSize, memory.mapGranularity ?? 0);
     const mappable = alignDown(memory.size, pageSize);
     let areas = mappable > 0 ? [{ offset: 0, size: mappable }] : [];
     if (trapped) areas = subtractArea(areas, alignDown(trapped[0], pageSize), alignUp(trapped[1], pageSize));

@@ -8,6 +8,7 @@ import type { MemoryBacking } from './memory-bar.js';
 export class MemorySlice implements MemoryBacking {
   readonly fd: number;
   readonly fdOffset: number;
+  readonly mapGranularity: number | undefined;
 
   constructor(
     private readonly parent: MemoryBacking,
@@ -19,6 +20,8 @@ export class MemorySlice implements MemoryBacking {
     }
     this.fd = parent.fd;
     this.fdOffset = parent.fdOffset + offset;
+    // a huge page or device-dax backing maps in its own granularity in every slice
+    this.mapGranularity = parent.mapGranularity;
   }
 
   read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void {

@@ -144,6 +144,24 @@ export interface NativeBinding {
   mmapAddress(fd: number, length: number, prot: number, flags: number, offset: number): number;
   munmapAddress(address: number, length: number): void;
 
+  // --- NUMA (numa.c) ------------------------------------------------------------
+  /**
+   * mbind() over ab[offset, offset + length) of a mapping (offset page aligned).
+   * On a MAP_SHARED mapping of shmem (memfd, tmpfs) this sets the shared policy
+   * of the file range, which every mapping of the file allocates by; on
+   * hugetlbfs it only governs this mapping.
+   */
+  mbind(ab: ArrayBuffer, offset: number, length: number, mode: number, nodes: readonly number[], flags: number): void;
+  /** get_mempolicy(MPOL_F_ADDR): the policy governing the page at ab + offset. */
+  getMempolicy(ab: ArrayBuffer, offset: number): MemPolicy;
+  /**
+   * out[i] = NUMA node of the page at ab + offset + i * stride, or a negative
+   * errno (-ENOENT: not present in this mapping). Faults nothing in.
+   */
+  pageNodes(ab: ArrayBuffer, offset: number, stride: number, out: Int32Array): void;
+  /** madvise(MADV_POPULATE_WRITE or _READ): fault the range in now, by the mapping's policy. */
+  populate(ab: ArrayBuffer, offset: number, length: number, write: boolean): void;
+
   // --- event loop ----------------------------------------------------------
   /**
    * Watches fd on Node's libuv loop (the fd is made non-blocking). Throws
@@ -184,6 +202,22 @@ export interface NativeBinding {
   readonly MAP_POPULATE: number;
   readonly EFD_NONBLOCK: number;
   readonly EFD_SEMAPHORE: number;
+  readonly MPOL_DEFAULT: number;
+  readonly MPOL_PREFERRED: number;
+  readonly MPOL_BIND: number;
+  readonly MPOL_INTERLEAVE: number;
+  readonly MPOL_LOCAL: number;
+  readonly MPOL_MF_STRICT: number;
+  readonly MPOL_MF_MOVE: number;
+}
+
+/** A memory policy as get_mempolicy reports it. */
+export interface MemPolicy {
+  /** MPOL_DEFAULT, MPOL_BIND, ... */
+  mode: number;
+  /** Mode flags (MPOL_F_STATIC_NODES, ...). */
+  flags: number;
+  nodes: number[];
 }
 
 export const NATIVE_BINDING_PATH = fileURLToPath(

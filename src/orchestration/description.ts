@@ -1,9 +1,11 @@
 import fs from 'node:fs';
-import { EMULATED_BAR0_SIZE } from '../backends/bar0-emulated.js';
 import path from 'node:path';
+import { EMULATED_BAR0_SIZE } from '../backends/bar0-emulated.js';
+import type { ApertureKind } from '../backends/aperture.js';
 import { MIN_FILE_BAR0_SIZE, openFileBar0 } from '../backends/bar0-file.js';
 import { parseBdf, pciDeviceDir } from '../backends/vfio/pci-address.js';
 import { nextPowerOfTwo } from '../device/bar-registers.js';
+import { previewBacking, type BackingPreview } from '../backends/backing-preview.js';
 import type { Bar0Spec } from '../backends/bar0-source.js';
 import { DEFAULT_IDENTITY } from '../device/gpu-device.js';
 import { LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
@@ -35,7 +37,18 @@ export interface DeviceDescription {
     layout: LayoutName;
     /** All of the coherent memory, the reserved part (gh's BAR2) included. */
     totalMemoryBytes: number | null;
-    backing: { kind: 'memfd' | 'file' | 'char-device' | 'missing-file'; path: string | null; base: number } | null;
+    /**
+     * kind, path and base as given; numaNode, pageSize (what the client maps in) and
+     * cacheable (how the host maps it; null: cannot tell) as serve would find them.
+     */
+    backing: {
+      kind: ApertureKind | 'missing-file';
+      path: string | null;
+      base: number;
+      numaNode: number | null;
+      pageSize: number;
+      cacheable: boolean | null;
+    } | null;
   };
   bars: {
     index: number;
@@ -102,9 +115,13 @@ export function pciHole64For(barSizes: number[]): number {
 }
 
 export interface DeviceFlags {
-  apertureSize: number;
+  /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
+  apertureSize?: number | undefined;
   apertureBase: number;
   aperturePath?: string | undefined;
+  apertureHugePages?: number | undefined;
+  apertureNumaNode?: number | undefined;
+  sysfsRoot?: string | undefined;
   bar0: Bar0Spec;
   layout?: LayoutName | undefined;
   vendorId: number;
@@ -121,7 +138,16 @@ export interface DeviceFlags {
 export function describeFromFlags(f: DeviceFlags, numa: NumaLayout): DeviceDescription {
   const unknown: string[] = [];
   const bar0Bytes = bar0Size(f.bar0, unknown);
-  const layout = planLayout(f.layout ?? 'bar2', f.apertureSize);
+  const backing = previewBacking({
+    size: f.apertureSize,
+    base: f.apertureBase,
+    path: f.aperturePath,
+    hugePageSize: f.apertureHugePages,
+    numaNode: f.apertureNumaNode,
+    sysfsRoot: f.sysfsRoot,
+  });
+  const apertureSize = backing.size;
+  const layout = planLayout(f.layout ?? 'bar2', apertureSize);
   const usable = layout.bars.find((b) => b.role !== 'resmem')!;
   const deviceId = f.deviceId ?? LAYOUTS[layout.name].defaultDeviceId;
   const id = DEFAULT_IDENTITY;
@@ -142,8 +168,8 @@ export function describeFromFlags(f: DeviceFlags, numa: NumaLayout): DeviceDescr
       memoryBytes: usable.length,
       paddingBytes: usable.barSize - usable.length,
       layout: layout.name,
-      totalMemoryBytes: f.apertureSize,
-      backing: { kind: backingKind(f.aperturePath, unknown), path: f.aperturePath ?? null, base: f.apertureBase },
+      totalMemoryBytes: apertureSize,
+      backing: backingOf(backing, f.apertureBase, unknown),
     },
     bars: [
       { index: 0, bytes: bar0Bytes, is64bit: true, prefetchable: false, role: 'registers' as const },
@@ -197,14 +223,8 @@ function fileBar0Size(path: string): number {
   }
 }
 
-function backingKind(path: string | undefined, unknown: string[]): 'memfd' | 'file' | 'char-device' | 'missing-file' {
-  if (!path) return 'memfd';
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(path);
-  } catch {
-    unknown.push(`${path} does not exist yet: serve creates it as a sparse regular file`);
-    return 'missing-file';
-  }
-  return st.isCharacterDevice() ? 'char-device' : 'file';
+function backingOf(b: BackingPreview, base: number, unknown: string[]): NonNullable<DeviceDescription['coherentMemory']['backing']> {
+  const { kind, path, numaNode, pageSize, cacheable } = b.facts;
+  if (!b.exists) unknown.push(`${path} does not exist yet: serve creates it as a sparse regular file`);
+  return { kind: b.exists ? kind : 'missing-file', path, base, numaNode, pageSize, cacheable };
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MemoryBacking } from '../../src/device/memory-bar.js';
+import { MemoryBar } from '../../src/device/memory-bar.js';
 import { MemorySlice, sliceMemory } from '../../src/device/memory-slice.js';
 
 function bufferMemory(size: number, fdOffset: number): MemoryBacking & { buf: Buffer } {
@@ -38,5 +39,15 @@ describe('MemorySlice', () => {
     const parent = bufferMemory(64, 0);
     expect(sliceMemory(parent, 0, 64)).toBe(parent);
     expect(sliceMemory(parent, 0, 32)).toBeInstanceOf(MemorySlice);
+  });
+
+  it('keeps the parent\'s mapping granularity, so a slice of huge pages maps in huge pages', () => {
+    const MiB = 1024 * 1024;
+    const parent = { ...bufferMemory(16, 0), size: 64 * MiB, mapGranularity: 2 * MiB };
+    const s = new MemorySlice(parent, 8 * MiB, 9 * MiB);
+    expect(s.mapGranularity).toBe(2 * MiB);
+    expect(new MemoryBar(2, 16 * MiB, s, 4096).mmap).toEqual({ fd: 7, fdOffset: 8 * MiB, areas: [{ offset: 0, size: 8 * MiB }] });
+    // a slice starting off a huge page cannot be mapped at all: it is served trapped
+    expect(new MemoryBar(2, 16 * MiB, new MemorySlice(parent, MiB, 9 * MiB), 4096).mmap).toBeNull();
   });
 });

@@ -1,0 +1,110 @@
+import type { MemoryBacking } from '../device/memory-bar.js';
+import { MAX_MAPPING_LENGTH, native } from '../native/native.js';
+
+const GiB = 1024 * 1024 * 1024;
+
+/**
+ * Memory reached through the daemon's own shared mappings of an fd, for
+ * backings that pread/pwrite cannot serve: device-dax (mmap only) and
+ * hugetlbfs (no write(2)). The fd is mapped in windows, each created on first
+ * use and kept: an aperture may be far larger than one ArrayBuffer can be
+ * (4 GiB on Node 20), and most of it is never trapped.
+ *
+ * Windows start at fdOffset and are multiples of `mapGranularity` (the huge page
+ * size or the device-dax alignment), which both kinds require of a mapping.
+ */
+export class WindowedMemory implements MemoryBacking {
+  readonly windowSize: number;
+  private readonly windows: (Uint8Array | undefined)[] = [];
+  private readonly buffers: ArrayBuffer[] = [];
+  /** End of the fd range the windows may cover: the memory end, rounded up to the granularity. */
+  private readonly mapEnd: number;
+
+  constructor(
+    readonly fd: number,
+    readonly fdOffset: number,
+    readonly size: number,
+    readonly mapGranularity: number,
+    windowSize = Math.min(GiB, MAX_MAPPING_LENGTH),
+  ) {
+    if (fdOffset % mapGranularity !== 0) throw new Error(`offset 0x${fdOffset.toString(16)} is not a multiple of ${mapGranularity}`);
+    this.windowSize = Math.max(mapGranularity, windowSize - (windowSize % mapGranularity));
+    const end = fdOffset + size;
+    this.mapEnd = end + ((mapGranularity - (end % mapGranularity)) % mapGranularity);
+  }
+
+  read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void {
+    while (count > 0) {
+      const w = this.window(offset);
+      const at = offset % this.windowSize;
+      const n = Math.min(count, w.length - at);
+      // register-sized accesses are copied by hand: a subarray view would be garbage
+      if (n <= 16) for (let i = 0; i < n; i++) dst[dstOffset + i] = w[at + i]!;
+      else dst.set(w.subarray(at, at + n), dstOffset);
+      offset += n;
+      dstOffset += n;
+      count -= n;
+    }
+  }
+
+  write(offset: number, src: Uint8Array, srcOffset: number, count: number): void {
+    while (count > 0) {
+      const w = this.window(offset);
+      const at = offset % this.windowSize;
+      const n = Math.min(count, w.length - at);
+      if (n <= 16) for (let i = 0; i < n; i++) w[at + i] = src[srcOffset + i]!;
+      else w.set(src.subarray(srcOffset, srcOffset + n), at);
+      offset += n;
+      srcOffset += n;
+      count -= n;
+    }
+  }
+
+  /** How many windows are mapped now. */
+  get mappedWindows(): number {
+    return this.buffers.length;
+  }
+
+  /** Unmaps every window; the memory must not be used afterwards. */
+  close(): void {
+    for (const b of this.buffers) native.munmap(b);
+    this.buffers.length = 0;
+    this.windows.length = 0;
+  }
+
+  private window(offset: number): Uint8Array {
+    const index = Math.floor(offset / this.windowSize);
+    const existing = this.windows[index];
+    if (existing) return existing;
+    const start = this.fdOffset + index * this.windowSize;
+    const length = Math.min(this.windowSize, this.mapEnd - start);
+    const buffer = native.mmap(this.fd, length, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, start);
+    this.buffers.push(buffer);
+    const bytes = new Uint8Array(buffer);
+    this.windows[index] = bytes;
+    return bytes;
+  }
+}
+
+/**
+ * Maps [start, end) of an fd window by window (each a multiple of
+ * `granularity`), hands each mapping to `fn` with its fd offset, and unmaps it.
+ */
+export function forEachWindow(
+  fd: number,
+  start: number,
+  end: number,
+  granularity: number,
+  fn: (map: ArrayBuffer, fdOffset: number) => void,
+  windowSize = Math.min(GiB, MAX_MAPPING_LENGTH),
+): void {
+  const step = Math.max(granularity, windowSize - (windowSize % granularity));
+  for (let at = start; at < end; at += step) {
+    const map = native.mmap(fd, Math.min(step, end - at), native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, at);
+    try {
+      fn(map, at);
+    } finally {
+      native.munmap(map);
+    }
+  }
+}

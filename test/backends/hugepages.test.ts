@@ -1,0 +1,215 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ApertureError, openAperture, type Aperture } from '../../src/backends/aperture.js';
+import { parseHugePageSize, poolTooSmallMessage, readHugePagePool, supportedHugePageSizes } from '../../src/backends/hugepages.js';
+import { scrubAperture } from '../../src/backends/scrub.js';
+import { MemoryBar } from '../../src/device/memory-bar.js';
+import { native } from '../../src/native/native.js';
+import { mountHugetlbfs, poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+const page = native.pageSize();
+const RW = native.PROT_READ | native.PROT_WRITE;
+
+/** The smallest KernelPageSize among this process's mappings of the memfd `name`, from /proc/self/smaps. */
+function kernelPageSize(name: string): number {
+  const blocks = fs.readFileSync('/proc/self/smaps', 'utf8').split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/);
+  const sizes = blocks
+    .filter((b) => b.split('\n')[0]!.includes(`/memfd:${name}`))
+    .map((b) => Number(/KernelPageSize:\s+(\d+) kB/.exec(b)?.[1]) * KiB);
+  if (sizes.length === 0) throw new Error(`no mapping of memfd ${name} in smaps`);
+  return Math.min(...sizes);
+}
+
+describe('huge page sizes and pools (fake sysfs)', () => {
+  let root: string;
+  beforeEach(() => {
+    root = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-sysfs-'));
+    const put = (p: string, v: string) => {
+      fs.mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
+      fs.writeFileSync(path.join(root, p), v + '\n');
+    };
+    put('kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', '10');
+    put('kernel/mm/hugepages/hugepages-2048kB/free_hugepages', '6');
+    put('kernel/mm/hugepages/hugepages-2048kB/resv_hugepages', '2');
+    put('devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages', '4');
+    put('devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages', '3');
+  });
+  afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
+
+  it('parses the page sizes an operator writes', () => {
+    for (const t of ['2M', '2m', '2MB', '2MiB', ' 2M ', '2048K']) expect(parseHugePageSize(t)).toBe(2 * MiB);
+    for (const t of ['1G', '1g', '1GB', '1GiB', '1024M']) expect(parseHugePageSize(t)).toBe(GiB);
+    for (const t of ['4M', '2', 'two', '1T', '', '2M2']) expect(parseHugePageSize(t)).toBeNull();
+  });
+
+  it('reads the host pool and a node pool, and names the knob to raise', () => {
+    const host = readHugePagePool(root, 2 * MiB);
+    expect(host).toEqual({
+      pageSize: 2 * MiB,
+      node: null,
+      total: 10,
+      free: 6,
+      reserved: 2,
+      knob: path.join(root, 'kernel/mm/hugepages/hugepages-2048kB/nr_hugepages'),
+    });
+    const msg = poolTooSmallMessage(host, 9);
+    expect(msg).toBe(
+      `huge page pool too small: the aperture needs 9 pages of 2 MiB, 4 are available (10 in the pool, 6 free, 2 reserved); ` +
+        `raise ${host.knob} (e.g. echo 15 > ${host.knob})`,
+    );
+    const node = readHugePagePool(root, 2 * MiB, 1);
+    expect(node).toMatchObject({ node: 1, total: 4, free: 3, reserved: 0 });
+    expect(poolTooSmallMessage(node, 5)).toMatch(/needs 5 pages of 2 MiB on NUMA node 1, 3 are available .*node1\/hugepages\/hugepages-2048kB\/nr_hugepages/);
+  });
+
+  it('says which sizes exist when asked for one that does not', () => {
+    expect(supportedHugePageSizes(root)).toEqual([2 * MiB]);
+    expect(() => readHugePagePool(root, GiB)).toThrow(/this host has no 1 GiB huge pages .*supported sizes: 2 MiB/);
+  });
+});
+
+describe('huge page backings', () => {
+  let pool: HugePageReservation | string | null = null;
+  // 5 pages for the memfd, 3 for the hugetlbfs file, 5 for scrubbing
+  beforeAll(async () => {
+    pool = await reserveHugePages(2 * MiB, 13);
+  });
+  afterAll(async () => {
+    if (typeof pool === 'object') await pool?.release();
+  });
+  const open: Aperture[] = [];
+  afterEach(() => {
+    for (const ap of open.splice(0)) ap.close();
+  });
+
+  it('refuses a pool too small at start, in one line naming the sysfs knob', () => {
+    // more pages than the whole pool: no test running in parallel can make this fit
+    const { total } = poolCounts(2 * MiB);
+    let err: unknown;
+    try {
+      open.push(openAperture({ size: (total + 64) * 2 * MiB, base: 0, pageSize: page, hugePageSize: 2 * MiB }));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ApertureError);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(new RegExp(`^huge page pool too small: the aperture needs ${total + 64} pages of 2 MiB, \\d+ are available`));
+    expect(msg).toContain('raise /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages');
+    expect(msg).not.toContain('\n');
+  });
+
+  it('refuses 1 GiB pages beyond the pool the same way', () => {
+    if (!supportedHugePageSizes('/sys').includes(GiB)) {
+      expect(() => openAperture({ size: GiB, base: 0, pageSize: page, hugePageSize: GiB })).toThrow(/this host has no 1 GiB huge pages/);
+      return;
+    }
+    const { total } = poolCounts(GiB);
+    expect(() => openAperture({ size: (total + 1) * GiB, base: 0, pageSize: page, hugePageSize: GiB })).toThrow(
+      /huge page pool too small: .* pages of 1 GiB.*raise \/sys\/kernel\/mm\/hugepages\/hugepages-1048576kB\/nr_hugepages/,
+    );
+  });
+
+  it('refuses a base off the huge page and huge pages for a file not on hugetlbfs', () => {
+    expect(() => openAperture({ size: 4 * MiB, base: 64 * KiB, pageSize: page, hugePageSize: 2 * MiB })).toThrow(/not aligned to the 2 MiB huge page/);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-hp-'));
+    try {
+      expect(() => openAperture({ size: 4 * MiB, base: 0, path: path.join(dir, 'ap'), pageSize: page, hugePageSize: 2 * MiB })).toThrow(
+        /--aperture-hugepages needs anonymous memory \(no --aperture-path\) or a file on a hugetlbfs mount/,
+      );
+      expect(fs.existsSync(path.join(dir, 'ap'))).toBe(false); // the file it created is gone again
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
+  it('backs anonymous memory with 2 MiB pages: aligned map area, trapped tail through its own mapping', (ctx) => {
+    requireReservation(pool, ctx);
+    const base = 2 * MiB;
+    const size = 8 * MiB + 12345; // a partial last huge page
+    const ap = openAperture({ size, base, pageSize: page, hugePageSize: 2 * MiB });
+    open.push(ap);
+    expect(ap.facts).toEqual({ kind: 'memfd-hugetlb', path: null, numaNode: null, pageSize: 2 * MiB, cacheable: true });
+    expect(fs.fstatSync(ap.memory.fd).size).toBe(12 * MiB); // base + size rounded up to the huge page
+
+    const bar = new MemoryBar(2, 16 * MiB, ap.memory, page);
+    expect(bar.mmap).toEqual({ fd: ap.memory.fd, fdOffset: base, areas: [{ offset: 0, size: 8 * MiB }] });
+
+    // trapped accesses in the partial page and across the end of memory (pwrite would be EINVAL on hugetlbfs)
+    bar.write(size - 2, Uint8Array.from([0xa1, 0xa2, 0xa3, 0xa4]), 0, 4);
+    bar.write(8 * MiB, Uint8Array.from([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 0, 20);
+    const back = new Uint8Array(4);
+    bar.read(size - 2, back, 0, 4);
+    expect([...back]).toEqual([0xa1, 0xa2, 0xff, 0xff]);
+
+    // the client's view: its own mapping of the area and of the rest, as QEMU makes them
+    const client = native.mmap(ap.memory.fd, 10 * MiB, RW, native.MAP_SHARED, base);
+    try {
+      const bytes = new Uint8Array(client);
+      expect([...bytes.subarray(8 * MiB, 8 * MiB + 20)]).toEqual([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect([...bytes.subarray(size - 2, size)]).toEqual([0xa1, 0xa2]);
+      bytes[4 * MiB + 1] = 0x5c;
+      const one = new Uint8Array(1);
+      bar.read(4 * MiB + 1, one, 0, 1);
+      expect(one[0]).toBe(0x5c);
+      expect(kernelPageSize('nvgrace-aperture')).toBe(2 * MiB);
+    } finally {
+      native.munmap(client);
+    }
+  });
+
+  it('backs the aperture with a file on a hugetlbfs mount, its page size from the mount', (ctx) => {
+    requireReservation(pool, ctx);
+    const mnt = mountHugetlbfs(2 * MiB);
+    try {
+      const file = path.join(mnt.dir, 'gpu0');
+      expect(() => openAperture({ size: 5 * MiB, base: 0, path: file, pageSize: page, hugePageSize: GiB })).toThrow(
+        /hugetlbfs mount of 2 MiB pages, but --aperture-hugepages asks for 1 GiB/,
+      );
+      const ap = openAperture({ size: 5 * MiB, base: 0, path: file, pageSize: page });
+      try {
+        expect(ap.facts).toEqual({ kind: 'hugetlbfs', path: file, numaNode: null, pageSize: 2 * MiB, cacheable: true });
+        expect(fs.statSync(file).size).toBe(6 * MiB);
+        ap.memory.write(5 * MiB - 3, Uint8Array.from([1, 2, 3]), 0, 3);
+      } finally {
+        ap.close();
+      }
+      // it persists, and reopening finds the bytes; a bigger aperture does not fit the file
+      const again = openAperture({ size: 5 * MiB, base: 0, path: file, pageSize: page, hugePageSize: 2 * MiB });
+      try {
+        const out = new Uint8Array(3);
+        again.memory.read(5 * MiB - 3, out, 0, 3);
+        expect([...out]).toEqual([1, 2, 3]);
+      } finally {
+        again.close();
+      }
+      expect(() => openAperture({ size: 8 * MiB, base: 0, path: file, pageSize: page })).toThrow(/holds 6291456 bytes; base\+size needs 8388608/);
+      fs.rmSync(file);
+    } finally {
+      mnt.unmount();
+    }
+  });
+
+  it('scrubs huge pages by zeroing them in place', async (ctx) => {
+    requireReservation(pool, ctx);
+    const size = 10 * MiB - 100;
+    const ap = openAperture({ size, base: 0, pageSize: page, hugePageSize: 2 * MiB });
+    open.push(ap);
+    const ones = new Uint8Array(4096).fill(1);
+    for (const at of [0, 3 * MiB + 17, size - 4096]) ap.memory.write(at, ones, 0, ones.length);
+    const progress: number[] = [];
+    expect(await scrubAperture(ap, (p) => progress.push(p.done))).toBe('done');
+    expect(progress.at(-1)).toBe(size);
+    const out = new Uint8Array(4096);
+    for (const at of [0, 3 * MiB + 17, size - 4096]) {
+      ap.memory.read(at, out, 0, out.length);
+      expect(out.every((b) => b === 0)).toBe(true);
+    }
+    // every page is still allocated (a hole punch would have given them back to the pool)
+    expect(fs.fstatSync(ap.memory.fd).blocks * 512).toBe(10 * MiB);
+  });
+});
