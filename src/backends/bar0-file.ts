@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { nextPowerOfTwo } from '../device/bar-registers.js';
 import type { Bar0Source } from './bar0-source.js';
-import { MappedMemory } from './mapped-memory.js';
+import { MmioMemory } from './mmio-memory.js';
 
 /** Smallest BAR0 we present: room for registers and, in its last 64 KiB, the MSI-X table. */
 export const MIN_FILE_BAR0_SIZE = 128 * 1024;
@@ -9,7 +9,8 @@ export const MIN_FILE_BAR0_SIZE = 128 * 1024;
 /**
  * BAR0 from the bytes of a file, e.g. a PCI `resource0` in sysfs: the client
  * maps the file itself; trapped accesses go through the daemon's own mapping,
- * because sysfs resource files of memory BARs cannot be read with pread.
+ * because sysfs resource files of memory BARs cannot be read with pread, at
+ * the access's own width, because registers care.
  */
 export function openFileBar0(path: string): Bar0Source {
   let fd: number;
@@ -22,7 +23,7 @@ export function openFileBar0(path: string): Bar0Source {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new Error(`BAR0 file ${path} is not a regular file`);
     if (st.size === 0) throw new Error(`BAR0 file ${path} is empty`);
-    const memory = new MappedMemory(fd, 0, st.size);
+    const memory = new MmioMemory(fd, 0, st.size);
     let open = true;
     return {
       kind: 'file',

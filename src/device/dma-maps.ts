@@ -10,6 +10,17 @@ export interface DmaFileOps {
   close(fd: number): void;
 }
 
+/**
+ * Told of every map entering and leaving the table, so a real device can reach
+ * the same memory (the host IOMMU of a passed-through function).
+ */
+export interface DmaObserver {
+  /** Called before a map enters the table; throwing refuses the map. */
+  mapped(m: Readonly<DmaMapping>): void;
+  /** Called when a map leaves the table, before its fd is closed; must not throw. */
+  unmapped(m: Readonly<DmaMapping>): void;
+}
+
 export interface DmaMapping {
   address: number;
   size: number;
@@ -32,6 +43,7 @@ export class DmaMapTable {
     private readonly ops: DmaFileOps,
     readonly maxMaps: number,
     readonly pageSize: number,
+    private readonly observer: DmaObserver | null = null,
   ) {}
 
   get count(): number {
@@ -65,6 +77,7 @@ export class DmaMapTable {
     }
     if (fd !== null) this.ops.check(fd, fdOffset, size);
     const m: DmaMapping = { address, size, flags, fd, fdOffset, memory: null };
+    this.observer?.mapped(m);
     this.maps.splice(at, 0, m);
     return m;
   }
@@ -107,6 +120,7 @@ export class DmaMapTable {
   }
 
   private drop(m: DmaMapping): void {
+    this.observer?.unmapped(m);
     if (m.memory) this.ops.unmap(m.memory);
     m.memory = null;
     if (m.fd !== null) this.ops.close(m.fd);
