@@ -11,6 +11,7 @@
         "binding/poll.c",
         "binding/notify.c",
         "binding/numa.c",
+        "binding/vfio.c",
         "binding/pidfd.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],

@@ -1,17 +1,13 @@
 import { native } from '../native/native.js';
 import type { Bar0Source } from './bar0-source.js';
+import { READINESS_REGISTERS, READY_VALUE } from '../device/readiness.js';
 import { FdMemory } from './fd-memory.js';
 import { sealedMemfd } from './sealed-memfd.js';
 
 export const EMULATED_BAR0_SIZE = 16 * 1024 * 1024;
 
-/**
- * Registers the guest driver polls before it uses the GPU memory: the C2C link
- * and HBM training status. The kernel driver waits until both read 0xFF, so the
- * emulated device reports them ready.
- */
-export const READINESS_REGISTERS = [0x1498, 0x200bc] as const;
-export const READY_VALUE = 0xff;
+// The emulated device reports the GPU's readiness registers ready.
+export { READINESS_REGISTERS, READY_VALUE } from '../device/readiness.js';
 
 /** A register file in shared memory, mapped by the client like a real BAR0. */
 export function openEmulatedBar0(): Bar0Source {

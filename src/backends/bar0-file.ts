@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { nextPowerOfTwo } from '../device/bar-registers.js';
 import type { Bar0Source } from './bar0-source.js';
 import { FdMemory } from './fd-memory.js';
-import { MappedMemory } from './mapped-memory.js';
+import { MmioMemory } from './mmio-memory.js';
 import { sizeGuard } from './size-guard.js';
 
 const SYSFS_MAGIC = 0x62656572;
@@ -13,7 +13,8 @@ export const MIN_FILE_BAR0_SIZE = 128 * 1024;
 /**
  * BAR0 from the bytes of a file, e.g. a PCI `resource0` in sysfs: the client
  * maps the file itself; trapped accesses go through the daemon's own mapping,
- * because sysfs resource files of memory BARs cannot be read with pread.
+ * because sysfs resource files of memory BARs cannot be read with pread, at
+ * the access's own width, because registers care.
  */
 export function openFileBar0(path: string): Bar0Source {
   let fd: number;
@@ -30,7 +31,7 @@ export function openFileBar0(path: string): Bar0Source {
     // file is read with pread: a client could truncate it, and a mapping of ours
     // would then fault (SIGBUS) on the next trapped access.
     const sysfs = fs.statfsSync(path).type === SYSFS_MAGIC;
-    const memory = sysfs ? new MappedMemory(fd, 0, st.size) : new FdMemory(fd, 0, st.size);
+    const memory = sysfs ? new MmioMemory(fd, 0, st.size) : new FdMemory(fd, 0, st.size);
     let open = true;
     return {
       kind: 'file',
@@ -41,7 +42,7 @@ export function openFileBar0(path: string): Bar0Source {
       restoreSize: sysfs ? () => null : sizeGuard(fd),
       close() {
         if (open) {
-          if (memory instanceof MappedMemory) memory.unmap();
+          if (memory instanceof MmioMemory) memory.unmap();
           fs.closeSync(fd);
         }
         open = false;

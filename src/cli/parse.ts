@@ -36,6 +36,12 @@ export function parseCount(text: string, min = 1): number {
   return Number(text);
 }
 
+/** Whole seconds, at least 1. */
+export function parseSeconds(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new InvalidArgumentError(`"${text}" is not a whole number of seconds (1 or more)`);
+  return Number(text);
+}
+
 export function parseMode(text: string): number {
   if (!/^0?[0-7]{3}$/.test(text)) throw new InvalidArgumentError(`"${text}" is not an octal file mode like 0600`);
   return Number.parseInt(text, 8);

@@ -11,6 +11,17 @@ export interface DmaFileOps {
   close(fd: number): void;
 }
 
+/**
+ * Told of every map entering and leaving the table, so a real device can reach
+ * the same memory (the host IOMMU of a passed-through function).
+ */
+export interface DmaObserver {
+  /** Called before a map enters the table; throwing refuses the map. */
+  mapped(m: Readonly<DmaMapping>): void;
+  /** Called when a map leaves the table, before its fd is closed; must not throw. */
+  unmapped(m: Readonly<DmaMapping>): void;
+}
+
 export interface DmaMapping {
   address: number;
   size: number;
@@ -44,6 +55,7 @@ export class DmaMapTable {
     private readonly ops: DmaFileOps,
     readonly maxMaps: number,
     readonly pageSize: number,
+    private readonly observer: DmaObserver | null = null,
     private readonly fds: FdBudget = new FdBudget(Infinity),
     readonly windowSize: number = DMA_WINDOW,
   ) {
@@ -87,6 +99,12 @@ export class DmaMapTable {
       this.fds.take(1, 'DMA_MAP');
     }
     const m: DmaMapping = { address, size, flags, fd, fdOffset, memory: null, memoryOffset: 0 };
+    try {
+      this.observer?.mapped(m);
+    } catch (err) {
+      if (fd !== null) this.fds.release(1);
+      throw err;
+    }
     this.maps.splice(at, 0, m);
     return m;
   }
@@ -148,6 +166,7 @@ export class DmaMapTable {
   }
 
   private drop(m: DmaMapping): void {
+    this.observer?.unmapped(m);
     if (m.memory) this.ops.unmap(m.memory);
     m.memory = null;
     if (m.fd !== null) {

@@ -25,6 +25,6 @@ export class FdBudget {
   }
 
   release(n: number): void {
-    this.count = Math.max(0, this.count - n);
+    if (n > 0) this.count = Math.max(0, this.count - n);
   }
 }

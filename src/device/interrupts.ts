@@ -20,6 +20,21 @@ export interface EventSink {
   close(fd: number): void;
 }
 
+/**
+ * Where interrupts really come from when a host function is passed through:
+ * its driver takes the client's eventfds and signals them itself, so the
+ * daemon is not on the interrupt path.
+ */
+export interface IrqRoute {
+  /**
+   * Applies one validated SET_IRQS to the host before the table changes;
+   * throwing refuses it. `fds` are the eventfds (none de-assigns).
+   */
+  apply(req: IrqSet, fds: readonly number[]): void;
+  /** The client left: the index is disabled on the host; must not throw. */
+  disable(index: number): void;
+}
+
 interface IrqState {
   kind: IrqKind;
   trigger: (number | null)[];
@@ -41,6 +56,7 @@ export class Interrupts {
   constructor(
     kinds: readonly IrqKind[],
     private readonly sink: EventSink,
+    private readonly route: IrqRoute | null = null,
     private readonly fds: FdBudget = new FdBudget(Infinity),
   ) {
     this.state = kinds.map((kind) => ({
@@ -89,6 +105,7 @@ export class Interrupts {
         throw new WireError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
       }
       if (fds.length > 0) throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
+      this.route?.apply(req, fds);
       this.disable(s);
       return;
     }
@@ -111,13 +128,22 @@ export class Interrupts {
     if (action === IrqSetFlag.ACTION_MASK && data === IrqSetFlag.DATA_EVENTFD) {
       throw new WireError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
     }
-
+    // eventfds are checked and counted before anything changes, here or in a host driver
+    let replaced = 0;
     if (data === IrqSetFlag.DATA_EVENTFD) {
       const table = action === IrqSetFlag.ACTION_TRIGGER ? s.trigger : s.unmaskFd;
       for (const fd of fds) this.sink.check(fd);
-      let replaced = 0;
       for (let i = 0; i < req.count; i++) if (table[req.start + i] != null) replaced++;
       this.fds.take(fds.length - replaced, 'SET_IRQS');
+    }
+    try {
+      this.route?.apply(req, fds);
+    } catch (err) {
+      if (data === IrqSetFlag.DATA_EVENTFD) this.fds.release(Math.max(0, fds.length - replaced));
+      throw err;
+    }
+
+    if (data === IrqSetFlag.DATA_EVENTFD) {
       const taken = fds.splice(0, fds.length);
       for (let i = 0; i < req.count; i++) {
         const n = req.start + i;
@@ -129,12 +155,14 @@ export class Interrupts {
         } else {
           this.dropUnmaskFd(s, n);
           s.unmaskFd[n] = fd;
-          if (fd !== null) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
+          // A host driver watches its own unmask eventfds (VFIO's irqfd): only an emulated line needs ours.
+          if (fd !== null && !this.route) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
         }
       }
       if (replaced > taken.length) this.fds.release(replaced - taken.length);
       return;
     }
+    if (this.route) return; // the host driver triggered, masked or unmasked its own line
 
     for (let i = 0; i < req.count; i++) {
       if (data === IrqSetFlag.DATA_BOOL && req.bools[i] === 0) continue;
@@ -169,7 +197,10 @@ export class Interrupts {
 
   /** Client gone: close every eventfd it gave us and clear mask state. */
   releaseAll(): void {
-    for (const s of this.state) this.disable(s);
+    for (const s of this.state) {
+      if (this.route && [...s.trigger, ...s.unmaskFd].some((fd) => fd !== null)) this.route.disable(s.kind.index);
+      this.disable(s);
+    }
   }
 
   private unmask(s: IrqState, n: number): void {

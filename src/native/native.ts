@@ -157,6 +157,13 @@ export interface NativeBinding {
   /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE). */
   fallocatePunchHole(fd: number, offset: number, length: number): void;
   pageSize(): number;
+  /**
+   * mmap() whose address is returned as a number, for the kernel rather than
+   * for JavaScript (the host IOMMU's DMA maps take a process address). No
+   * ArrayBuffer, so no 4 GiB cap; undo with munmapAddress().
+   */
+  mmapAddress(fd: number, length: number, prot: number, flags: number, offset: number): number;
+  munmapAddress(address: number, length: number): void;
 
   // --- NUMA (numa.c) ------------------------------------------------------------
   /**

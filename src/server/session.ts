@@ -83,7 +83,8 @@ export class Session implements MessageSink {
     return this.clientCaps;
   }
 
-  onMessage(h: Header, buf: Buffer, fds: number[]): void {
+  /** Returns a promise only while a command waits (a reset waiting for the device); reading pauses until then. */
+  onMessage(h: Header, buf: Buffer, fds: number[]): void | Promise<void> {
     this.counters.countMessage(h.command);
     const noReply = (h.flags & Flag.NO_REPLY) !== 0;
     try {
@@ -94,7 +95,11 @@ export class Session implements MessageSink {
       if (!this.negotiated && h.command !== Command.VERSION) {
         throw new WireError(Errno.EINVAL, `${commandName(h.command)} before VERSION`);
       }
-      this.handle(h, buf, HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
+      const pending = this.handle(h, buf, HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
+      if (pending) {
+        const header = { ...h };
+        return pending.catch((err: unknown) => this.fail(header, err, noReply));
+      }
     } catch (err) {
       this.fail(h, err, noReply);
     }
@@ -107,7 +112,7 @@ export class Session implements MessageSink {
     this.onEnd(reason, error);
   }
 
-  private handle(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
+  private handle(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void | Promise<void> {
     switch (h.command) {
       case Command.REGION_READ:
         return this.regionRead(h, buf, at, len, noReply);
@@ -254,8 +259,8 @@ export class Session implements MessageSink {
     this.mayHaveWritten = true;
     let fd = this.regionFds.get(q.index);
     if (fd === undefined) {
-      fd = reopenForClient(mm.fd);
-      this.regionFds.set(q.index, fd);
+      fd = reopenForClient(mm.fd) ?? mm.fd;
+      if (fd !== mm.fd) this.regionFds.set(q.index, fd);
     }
     this.reply(h, msg, noReply, [fd]);
   }
@@ -285,11 +290,15 @@ export class Session implements MessageSink {
     this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
   }
 
-  private reset(h: Header, len: number, noReply: boolean): void {
+  private reset(h: Header, len: number, noReply: boolean): void | Promise<void> {
     if (len !== 0) throw new WireError(Errno.EINVAL, 'DEVICE_RESET carries no payload');
-    this.device.reset();
-    this.log.info('device reset');
-    this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
+    const { id, command } = h;
+    const done = () => {
+      this.log.info('device reset');
+      this.reply(h, encodeEmptyReply(id, command), noReply);
+    };
+    const pending = this.device.reset();
+    return pending ? pending.then(done) : done();
   }
 
   /** Validates a region access; returns the region. */

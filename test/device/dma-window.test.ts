@@ -55,7 +55,7 @@ describe('DMA maps larger than one ArrayBuffer', () => {
       close() {},
     };
     const win = 64 * PAGE;
-    const table = new DmaMapTable(ops, 16, PAGE, undefined, win);
+    const table = new DmaMapTable(ops, 16, PAGE, null, undefined, win);
     table.add(0, 8 * PAGE, RW, 100, 0);
     table.view(0, 4, false);
     table.view(7 * PAGE, 4, false);
