@@ -12,7 +12,7 @@ import { Daemon } from '../server/daemon.js';
 import { clientFdLimit } from '../server/fd-limits.js';
 import type { ConnectionLimits } from '../transport/connection.js';
 import { Limits } from '../wire/constants.js';
-import { daemonRegistry, type DeviceLabels } from '../service/metrics.js';
+import type { DeviceLabels } from '../service/metrics.js';
 import { startMetricsServer, type ListenAddress } from '../service/metrics-http.js';
 import { ServiceNotifier } from '../service/notify.js';
 import { countersSummary } from '../service/stats.js';
@@ -234,6 +234,8 @@ export async function serve(opts: ServeOptions): Promise<number> {
   }
   const { daemon } = running;
   if (metrics) {
+    // prom-client is loaded only when metrics are asked for: it costs start-up time
+    const { daemonRegistry } = await import('../service/metrics.js');
     registry = daemonRegistry(daemon, running.labels);
     log.info({ address: metrics.address }, 'serving metrics at /metrics');
   }
