@@ -10,6 +10,7 @@ import { DmaMapFlag, IrqIndex, IrqSetFlag, RegionIndex } from '../../src/wire/co
 import { finished, spawnCli, waitForLog } from '../helpers/cli.js';
 import { startTestDaemon, until } from '../helpers/daemon.js';
 import { RawPeer } from '../helpers/raw-peer.js';
+import { isListening } from '../service/helpers.js';
 import { collectGarbage } from '../native/helpers.js';
 
 const MiB = 1024 * 1024;
@@ -80,7 +81,7 @@ describe('500 connect/disconnect cycles', () => {
     const ram = native.memfdCreate('guest-ram', 0);
     fs.ftruncateSync(ram, MiB);
     try {
-      await until(() => fs.existsSync(socket), 'socket', 10_000);
+      await until(() => isListening(socket), 'listening socket', 10_000);
       const pid = daemon.pid!;
       // after one client the daemon also holds a pidfd of this (still running) client process
       await clientLife(socket, ram, 0);
