@@ -11,7 +11,8 @@
         "binding/poll.c",
         "binding/notify.c",
         "binding/numa.c",
-        "binding/vfio.c"
+        "binding/vfio.c",
+        "binding/pidfd.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]

@@ -1,8 +1,8 @@
-import fs from 'node:fs';
 import { native } from '../native/native.js';
 import type { Bar0Source } from './bar0-source.js';
 import { READINESS_REGISTERS, READY_VALUE } from '../device/readiness.js';
 import { FdMemory } from './fd-memory.js';
+import { sealedMemfd } from './sealed-memfd.js';
 
 export const EMULATED_BAR0_SIZE = 16 * 1024 * 1024;
 
@@ -11,13 +11,7 @@ export { READINESS_REGISTERS, READY_VALUE } from '../device/readiness.js';
 
 /** A register file in shared memory, mapped by the client like a real BAR0. */
 export function openEmulatedBar0(): Bar0Source {
-  const fd = native.memfdCreate('nvgrace-bar0', 0);
-  try {
-    fs.ftruncateSync(fd, EMULATED_BAR0_SIZE);
-  } catch (err) {
-    native.closeFd(fd);
-    throw err;
-  }
+  const fd = sealedMemfd('nvgrace-bar0', EMULATED_BAR0_SIZE);
   const memory = new FdMemory(fd, 0, EMULATED_BAR0_SIZE);
   const ready = Buffer.alloc(4);
   ready.writeUInt32LE(READY_VALUE);

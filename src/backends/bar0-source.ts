@@ -12,6 +12,8 @@ export interface Bar0Source {
   /** BAR size: a power of two no smaller than the memory. */
   readonly barSize: number;
   reset(): void;
+  /** Puts back the size of a file a client changed; the size found, or null. */
+  restoreSize?(): number | null;
   close(): void;
 }
 

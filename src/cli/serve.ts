@@ -9,6 +9,8 @@ import type { ReadyWaitMode } from '../device/readiness.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
+import { clientFdLimit } from '../server/fd-limits.js';
+import type { ConnectionLimits } from '../transport/connection.js';
 import { Limits } from '../wire/constants.js';
 import type { DeviceLabels } from '../service/metrics.js';
 import { startMetricsServer, type ListenAddress } from '../service/metrics-http.js';
@@ -28,6 +30,15 @@ export interface ServeOptions {
   socketGroup?: number | undefined;
   allowUids?: number[];
   scrub?: ScrubMode;
+  /** Client fds (DMA maps, eventfds) held at once; default 1024, lowered to fit RLIMIT_NOFILE. */
+  maxClientFds?: number;
+  /**
+   * How long a new client waits for the previous client's process to exit
+   * before it is refused (default 10 s; 0: no waiting).
+   */
+  tenantExitTimeoutMs?: number;
+  /** Framing limits and stall timeouts of client connections (tests make them small). */
+  limits?: ConnectionLimits;
   /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
   apertureSize?: number | undefined;
   apertureBase: number;
@@ -63,6 +74,8 @@ export interface Running {
   stop(): void;
 }
 
+export const DEFAULT_TENANT_EXIT_TIMEOUT_MS = 10_000;
+
 /** What the daemon tells its service manager, and the logger to use. */
 export interface DaemonHooks {
   log?: Logger;
@@ -90,6 +103,8 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     sysfsRoot: opts.sysfsRoot,
   });
   for (const w of aperture.warnings) log.warn(w);
+  const fdCap = clientFdLimit(opts.maxClientFds);
+  if (fdCap.lowered) log.warn({ maxClientFds: fdCap.limit }, 'client fd limit lowered to fit RLIMIT_NOFILE');
   let fn: PciFunction | null = null;
   let device: GpuDevice;
   try {
@@ -102,6 +117,7 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
       events: eventfdSink,
       dmaOps: dmaFileOps,
       maxDmaMaps: Limits.MAX_DMA_MAPS,
+      maxClientFds: fdCap.limit,
     });
   } catch (err) {
     fn?.close();
@@ -116,6 +132,14 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     socketMode: opts.socketMode,
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
+    tenantExitTimeoutMs: opts.tenantExitTimeoutMs ?? DEFAULT_TENANT_EXIT_TIMEOUT_MS,
+    onClientGone: () => {
+      for (const [backing, restore] of [['aperture', () => aperture.restoreSize()], ['BAR0', () => device.bar0Source?.restoreSize?.() ?? null]] as const) {
+        const found = restore();
+        if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+      }
+    },
+    ...(opts.limits ? { limits: opts.limits } : {}),
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
     ...daemonHooks,
   });

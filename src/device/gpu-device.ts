@@ -6,6 +6,7 @@ import { ConfigRegion } from './config-region.js';
 import type { DeviceConfig } from './config-source.js';
 import { DmaMapTable, type DmaFileOps } from './dma-maps.js';
 import { EmulatedFunction, type DeviceIdentity } from './emulated-function.js';
+import { FdBudget } from './fd-budget.js';
 import { Interrupts, type EventSink } from './interrupts.js';
 import { LAYOUTS, planLayout, type LayoutName, type MemoryBarLayout, type MemoryLayout } from './layout.js';
 import { MemoryBar, type MemoryBacking } from './memory-bar.js';
@@ -25,6 +26,8 @@ interface DeviceOptions {
   events: EventSink;
   dmaOps: DmaFileOps;
   maxDmaMaps: number;
+  /** Client fds (DMA maps and eventfds) held at once; unlimited when absent. */
+  maxClientFds?: number;
 }
 
 /** The GPU as the daemon emulates it, its registers from a BAR0 source. */
@@ -90,6 +93,7 @@ export class GpuDevice {
   readonly memoryLayout: MemoryLayout;
   readonly interrupts: Interrupts;
   readonly dma: DmaMapTable;
+  readonly clientFds: FdBudget;
   private readonly regions: (Region | null)[];
 
   constructor(opts: GpuDeviceOptions) {
@@ -114,8 +118,9 @@ export class GpuDevice {
       this.memoryBars.map((b) => ({ index: b.index, size: b.size, prefetchable: true })),
     );
 
-    this.interrupts = new Interrupts(fn.irqKinds, opts.events, fn.irqRoute);
-    this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize, fn.dmaObserver);
+    this.clientFds = new FdBudget(opts.maxClientFds ?? Infinity);
+    this.interrupts = new Interrupts(fn.irqKinds, opts.events, fn.irqRoute, this.clientFds);
+    this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize, fn.dmaObserver, this.clientFds);
   }
 
   get flags(): number {

@@ -1,6 +1,7 @@
 import { Errno, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqInfoFlag, IrqSetFlag } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
 import type { IrqSet } from '../wire/messages.js';
+import { FdBudget } from './fd-budget.js';
 
 export interface IrqKind {
   index: number;
@@ -11,6 +12,8 @@ export interface IrqKind {
 
 /** Eventfd operations, injected so the device model does no I/O of its own. */
 export interface EventSink {
+  /** Throws (WireError) unless `fd` is something signal() can use. */
+  check(fd: number): void;
   signal(fd: number): void;
   /** Calls `onSignal` whenever the client signals `fd`; returns the way to stop. */
   watch(fd: number, onSignal: () => void): () => void;
@@ -54,6 +57,7 @@ export class Interrupts {
     kinds: readonly IrqKind[],
     private readonly sink: EventSink,
     private readonly route: IrqRoute | null = null,
+    private readonly fds: FdBudget = new FdBudget(Infinity),
   ) {
     this.state = kinds.map((kind) => ({
       kind,
@@ -124,7 +128,20 @@ export class Interrupts {
     if (action === IrqSetFlag.ACTION_MASK && data === IrqSetFlag.DATA_EVENTFD) {
       throw new WireError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
     }
-    this.route?.apply(req, fds);
+    // eventfds are checked and counted before anything changes, here or in a host driver
+    let replaced = 0;
+    if (data === IrqSetFlag.DATA_EVENTFD) {
+      const table = action === IrqSetFlag.ACTION_TRIGGER ? s.trigger : s.unmaskFd;
+      for (const fd of fds) this.sink.check(fd);
+      for (let i = 0; i < req.count; i++) if (table[req.start + i] != null) replaced++;
+      this.fds.take(fds.length - replaced, 'SET_IRQS');
+    }
+    try {
+      this.route?.apply(req, fds);
+    } catch (err) {
+      if (data === IrqSetFlag.DATA_EVENTFD) this.fds.release(Math.max(0, fds.length - replaced));
+      throw err;
+    }
 
     if (data === IrqSetFlag.DATA_EVENTFD) {
       const taken = fds.splice(0, fds.length);
@@ -142,6 +159,7 @@ export class Interrupts {
           if (fd !== null && !this.route) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
         }
       }
+      if (replaced > taken.length) this.fds.release(replaced - taken.length);
       return;
     }
     if (this.route) return; // the host driver triggered, masked or unmasked its own line
@@ -202,12 +220,18 @@ export class Interrupts {
   }
 
   private disable(s: IrqState): void {
+    let closed = 0;
     for (let i = 0; i < s.trigger.length; i++) {
       const fd = s.trigger[i];
-      if (fd !== null && fd !== undefined) this.sink.close(fd);
+      if (fd !== null && fd !== undefined) {
+        this.sink.close(fd);
+        closed++;
+      }
       s.trigger[i] = null;
+      if (s.unmaskFd[i] != null) closed++;
       this.dropUnmaskFd(s, i);
     }
+    this.fds.release(closed);
     s.masked.fill(false);
     s.pending.fill(false);
   }

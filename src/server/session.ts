@@ -39,6 +39,8 @@ import {
   writeRegionWriteReply,
   writeU32,
 } from '../wire/serializer.js';
+import { reopenForClient } from '../backends/client-fd.js';
+import { native } from '../native/native.js';
 import type { Counters } from './counters.js';
 import type { Connection, MessageSink } from '../transport/connection.js';
 
@@ -58,6 +60,8 @@ export class Session implements MessageSink {
   private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
   private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
   private readonly traceAccess: boolean;
+  /** This client's own open files of the mappable regions (see reopenForClient). */
+  private readonly regionFds = new Map<number, number>();
   /**
    * Whether this client could have changed device memory: it wrote a region
    * or was given an fd to map one. A client that did neither (`describe`)
@@ -102,6 +106,8 @@ export class Session implements MessageSink {
   }
 
   onClose(reason: string, error?: Error): void {
+    for (const fd of this.regionFds.values()) native.closeFd(fd);
+    this.regionFds.clear();
     this.device.releaseClient();
     this.onEnd(reason, error);
   }
@@ -155,6 +161,7 @@ export class Session implements MessageSink {
     if (err instanceof WireError) {
       this.log.debug({ command: commandName(h.command), id: h.id, errno, reason: err.message }, 'request refused');
     } else {
+      this.counters.internalErrors++;
       this.log.warn({ command: commandName(h.command), id: h.id, errno, err }, 'request failed');
     }
     if (noReply) return;
@@ -250,7 +257,12 @@ export class Session implements MessageSink {
     flags |= RegionFlag.MMAP | (areas ? RegionFlag.CAPS : 0);
     const msg = encodeRegionInfoReply(h.id, q.argsz, { flags, index: q.index, size: r.size, offset: mm.fdOffset, sparseAreas: areas });
     this.mayHaveWritten = true;
-    this.reply(h, msg, noReply, [mm.fd]);
+    let fd = this.regionFds.get(q.index);
+    if (fd === undefined) {
+      fd = reopenForClient(mm.fd) ?? mm.fd;
+      if (fd !== mm.fd) this.regionFds.set(q.index, fd);
+    }
+    this.reply(h, msg, noReply, [fd]);
   }
 
   private regionIoFds(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {

@@ -19,7 +19,7 @@ function memfd(size: number, name = 'dma'): number {
 }
 
 function mapping(address: number, size: number, flags: number, fd: number | null, fdOffset = 0): DmaMapping {
-  return { address, size, flags, fd, fdOffset, memory: null };
+  return { address, size, flags, fd, fdOffset, memory: null, memoryOffset: 0 };
 }
 
 /** An IOMMU that records calls; it can be told to fail the next map with an errno. */

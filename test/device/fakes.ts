@@ -84,6 +84,12 @@ export class FakeEvents implements EventSink {
   readonly closed: number[] = [];
   /** Watched unmask fds and how to fire them, as if the client signalled them. */
   readonly watched = new Map<number, () => void>();
+  /** fds check() refuses, as if they were not eventfds. */
+  readonly notEventfds = new Set<number>();
+
+  check(fd: number): void {
+    if (this.notEventfds.has(fd)) throw new WireError(Errno.EINVAL, `fd ${fd} is not an eventfd`);
+  }
 
   watch(fd: number, onSignal: () => void): () => void {
     if (this.watched.has(fd)) throw new Error(`fd ${fd} watched twice`);

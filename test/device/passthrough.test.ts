@@ -15,6 +15,7 @@ import { FakeHost, type FakeHostOptions } from '../helpers/fake-host.js';
 const MiB = 1 << 20;
 const closed: number[] = [];
 const sink: EventSink = {
+  check: () => {},
   signal: () => {},
   watch: () => {
     throw new Error('a host function watches its own unmask eventfds');
