@@ -10,7 +10,9 @@
         "binding/fd.c",
         "binding/poll.c",
         "binding/notify.c",
-        "binding/numa.c"
+        "binding/numa.c",
+        "binding/vfio.c",
+        "binding/pidfd.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]

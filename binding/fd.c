@@ -3,10 +3,18 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid
+#endif
 
 /* closeFd(fd): void. On Linux the fd is released even when close() reports
  * EINTR, so EINTR is not an error (and must not be retried). */
@@ -51,6 +59,91 @@ static napi_value eventfd_write_js(napi_env env, napi_callback_info info) {
   }
   if (n != (ssize_t)sizeof v) return nv_throw_errno(env, EIO, "write", NULL);
   return nv_number(env, 0);
+}
+
+/*
+ * Signalling an eventfd that belongs to someone else. A client's eventfd shares
+ * its open file description with the client, which may leave it blocking (or
+ * clear O_NONBLOCK at any time) and fill the counter: a plain write() would
+ * then block the event loop until the client reads, which it never has to.
+ * So the write runs under a one-shot per-thread timer whose signal (handler
+ * installed without SA_RESTART) makes a blocked write fail with EINTR. The
+ * client's file flags are never touched.
+ */
+#define NV_SIGNAL_TIMEOUT_NS (10 * 1000 * 1000)
+
+static void nv_wake(int sig) { (void)sig; }
+
+static __thread bool wake_ready;
+static __thread timer_t wake_timer;
+
+static bool wake_setup(void) {
+  if (wake_ready) return true;
+  int sig = SIGRTMAX - 5;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = nv_wake;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, NULL) != 0) return false;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  if (pthread_sigmask(SIG_UNBLOCK, &set, NULL) != 0) return false;
+  struct sigevent sev;
+  memset(&sev, 0, sizeof sev);
+  sev.sigev_notify = SIGEV_THREAD_ID;
+  sev.sigev_signo = sig;
+  sev.sigev_notify_thread_id = (pid_t)syscall(SYS_gettid);
+  if (timer_create(CLOCK_MONOTONIC, &sev, &wake_timer) != 0) return false;
+  wake_ready = true;
+  return true;
+}
+
+/* One 8-byte read or write of an eventfd under the timer. Returns 1 when done,
+ * 0 when it would block (EAGAIN, or cut short), -1 with errno set on error. */
+static int timed_eventfd_io(int fd, uint64_t *value, bool writing) {
+  if (!wake_setup()) return -1;
+  const struct itimerspec arm = {.it_value = {.tv_sec = 0, .tv_nsec = NV_SIGNAL_TIMEOUT_NS}};
+  const struct itimerspec off = {.it_value = {.tv_sec = 0, .tv_nsec = 0}};
+  if (timer_settime(wake_timer, 0, &arm, NULL) != 0) return -1;
+  ssize_t n = writing ? write(fd, value, sizeof *value) : read(fd, value, sizeof *value);
+  int err = errno;
+  timer_settime(wake_timer, 0, &off, NULL);
+  if (n == (ssize_t)sizeof *value) return 1;
+  if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) return 0;
+  errno = n < 0 ? err : EIO;
+  return -1;
+}
+
+/* eventfdSignal(fd): number -- adds 1 to the counter: 0 when done, -1 when the
+ * counter is full (EAGAIN, or a blocking write cut short): the reader has an
+ * event pending then anyway. Never blocks for more than about 10 ms. */
+static napi_value eventfd_signal_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!nv_args(env, info, 1, argv, NULL, NULL)) return NULL;
+  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  uint64_t one = 1;
+  int r = timed_eventfd_io(fd, &one, true);
+  if (r < 0) return nv_throw_errno(env, errno, "write", NULL);
+  return nv_number(env, r == 1 ? 0 : -1);
+}
+
+/* eventfdTryRead(fd): number -- reads and resets the counter of someone else's
+ * eventfd: the value, or -1 when there is nothing to read (also for a blocking
+ * eventfd another reader emptied first, cut short after about 10 ms). */
+static napi_value eventfd_try_read_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!nv_args(env, info, 1, argv, NULL, NULL)) return NULL;
+  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  uint64_t v = 0;
+  int r = timed_eventfd_io(fd, &v, false);
+  if (r < 0) return nv_throw_errno(env, errno, "read", NULL);
+  if (r == 0) return nv_number(env, -1);
+  napi_value out;
+  NV_CALL(env, napi_create_double(env, (double)v, &out));
+  return out;
 }
 
 /* eventfdRead(fd): number -- the counter value, or -1 on EAGAIN. */
@@ -127,6 +220,8 @@ bool nv_init_fd(napi_env env, napi_value exports) {
       NV_FN("closeFd", close_fd),
       NV_FN("eventfd", eventfd_js),
       NV_FN("eventfdWrite", eventfd_write_js),
+      NV_FN("eventfdSignal", eventfd_signal_js),
+      NV_FN("eventfdTryRead", eventfd_try_read_js),
       NV_FN("eventfdRead", eventfd_read_js),
       NV_FN("fdCount", fd_count),
       NV_FN("ioctl", ioctl_js),

@@ -69,6 +69,19 @@ static void mapping_finalize(napi_env env, void *data, void *hint) {
 }
 
 /* memfdCreate(name, flags): number */
+/* memfdAddSeals(fd, seals): void -- fcntl(F_ADD_SEALS). The memfd must have
+ * been created with MFD_ALLOW_SEALING. */
+static napi_value memfd_add_seals(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int fd;
+  int64_t seals;
+  if (!nv_args(env, info, 2, argv, NULL, NULL)) return NULL;
+  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (!nv_get_int(env, argv[1], "seals", 0, INT32_MAX, &seals)) return NULL;
+  if (fcntl(fd, F_ADD_SEALS, (int)seals) != 0) return nv_throw_errno(env, errno, "fcntl", NULL);
+  return nv_undefined(env);
+}
+
 static napi_value memfd_create_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int64_t flags;
@@ -241,18 +254,6 @@ static napi_value punch_hole(napi_env env, napi_callback_info info) {
   return nv_undefined(env);
 }
 
-/* addSeals(fd, seals): void -- fcntl(F_ADD_SEALS) on a memfd made with MFD_ALLOW_SEALING */
-static napi_value add_seals(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  int fd;
-  int64_t seals;
-  if (!nv_args(env, info, 2, argv, NULL, NULL)) return NULL;
-  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
-  if (!nv_get_int(env, argv[1], "seals", 0, INT32_MAX, &seals)) return NULL;
-  if (fcntl(fd, F_ADD_SEALS, (int)seals) != 0) return nv_throw_errno(env, errno, "fcntl", NULL);
-  return nv_undefined(env);
-}
-
 /* pageSize(): number */
 static napi_value page_size(napi_env env, napi_callback_info info) {
   (void)info;
@@ -262,19 +263,19 @@ static napi_value page_size(napi_env env, napi_callback_info info) {
 bool nv_init_memory(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       NV_FN("memfdCreate", memfd_create_js),
+      NV_FN("memfdAddSeals", memfd_add_seals),
       NV_FN("mmap", mmap_js),
       NV_FN("munmap", munmap_js),
       NV_FN("fillMemory", fill_memory),
       NV_FN("fallocatePunchHole", punch_hole),
-      NV_FN("addSeals", add_seals),
       NV_FN("pageSize", page_size),
   };
   return nv_define_functions(env, exports, props, sizeof props / sizeof props[0]) &&
          nv_define_constant(env, exports, "MFD_ALLOW_SEALING", MFD_ALLOW_SEALING) &&
-         nv_define_constant(env, exports, "MFD_HUGETLB", MFD_HUGETLB) &&
          nv_define_constant(env, exports, "F_SEAL_SEAL", F_SEAL_SEAL) &&
          nv_define_constant(env, exports, "F_SEAL_SHRINK", F_SEAL_SHRINK) &&
          nv_define_constant(env, exports, "F_SEAL_GROW", F_SEAL_GROW) &&
+         nv_define_constant(env, exports, "MFD_HUGETLB", MFD_HUGETLB) &&
          nv_define_constant(env, exports, "MFD_HUGE_2MB", MFD_HUGE_2MB) &&
          nv_define_constant(env, exports, "MFD_HUGE_1GB", MFD_HUGE_1GB) &&
          nv_define_constant(env, exports, "PROT_READ", PROT_READ) &&

@@ -9,6 +9,8 @@
  *   poll.c    libuv uv_poll_t based fd watcher ("Poller")
  *   notify.c  sd_notify datagrams, sockets passed by socket activation
  *   numa.c    NUMA memory policy (mbind, get_mempolicy, move_pages) and prefaulting
+ *   vfio.c    mappings handed to the kernel by address (host IOMMU DMA)
+ *   pidfd.c   pidfd_open: an fd that tells when a process exits
  *   main.c    module registration, constants, per-environment state
  */
 #ifndef NV_H
@@ -92,6 +94,8 @@ bool nv_init_fd(napi_env env, napi_value exports);
 bool nv_init_poll(napi_env env, napi_value exports);
 bool nv_init_notify(napi_env env, napi_value exports);
 bool nv_init_numa(napi_env env, napi_value exports);
+bool nv_init_vfio(napi_env env, napi_value exports);
+bool nv_init_pidfd(napi_env env, napi_value exports);
 
 bool nv_define_constant(napi_env env, napi_value exports, const char *name, int64_t value);
 bool nv_define_functions(napi_env env, napi_value exports, const napi_property_descriptor *props,

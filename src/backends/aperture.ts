@@ -4,6 +4,7 @@ import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, native } from '../native/native.js';
 import { devMajorMinor, findDaxDevice, type DaxDevice } from './device-dax.js';
 import { FdMemory } from './fd-memory.js';
+import { sizeGuard } from './size-guard.js';
 import { pageSizeName, poolTooSmallMessage, readHugePagePool } from './hugepages.js';
 import { bindToNode, checkNumaNode, nodeFreeBytes, pagesOffNode } from './numa.js';
 import { SYSFS_ROOT } from './sysfs.js';
@@ -61,6 +62,8 @@ export interface Aperture {
   readonly path: string | null;
   readonly memory: MemoryBacking;
   readonly facts: BackingFacts;
+  /** Puts back the size of a file backing a client changed; the size found, or null. */
+  restoreSize(): number | null;
   /** One-line warnings to log at start. */
   readonly warnings: readonly string[];
   close(): void;
@@ -139,14 +142,14 @@ function openAnonymous(opts: ApertureOptions, sysfs: string): Aperture {
   try {
     const end = opts.base + size;
     fs.ftruncateSync(fd, huge === undefined ? end : alignUp(end, huge));
-    // The client gets this fd: sealed, it cannot shrink the memory under the daemon's own mappings.
-    native.addSeals(fd, native.F_SEAL_SHRINK | native.F_SEAL_GROW | native.F_SEAL_SEAL);
     if (huge === undefined) {
       if (opts.numaNode !== undefined) bindShmem(fd, opts.base, end, opts.pageSize, opts.numaNode);
-      // trapped accesses copy from a mapping: a pread/pwrite syscall would cost more than the access
+      sealSize(fd);
+      // sealed, so trapped accesses can copy from a mapping: a pread/pwrite would cost more than the access
       return wrap({ kind: 'memfd', path: null, numaNode: opts.numaNode ?? null, pageSize: opts.pageSize, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, opts.pageSize));
     }
     prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, 'anonymous memory');
+    sealSize(fd);
     return wrap(
       { kind: 'memfd-hugetlb', path: null, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true },
       fd,
@@ -297,13 +300,25 @@ function prepareHugePages(fd: number, start: number, end: number, huge: number, 
   }
 }
 
+/**
+ * The client gets this memfd to map the BAR, sharing our open file: sealed so
+ * it cannot shrink it under the next tenant's (or our own) mappings, or grow
+ * it to eat host memory. Writes and hole punching (the scrub) still work.
+ */
+function sealSize(fd: number): void {
+  native.memfdAddSeals(fd, native.F_SEAL_SHRINK | native.F_SEAL_GROW | native.F_SEAL_SEAL);
+}
+
 function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory): Aperture {
   let open = true;
+  // files a client can resize get their size back when it leaves; memfds are sealed, devices have none
+  const restoreSize = facts.kind === 'file' || facts.kind === 'hugetlbfs' ? sizeGuard(fd) : () => null;
   return {
     kind: facts.kind,
     path: facts.path,
     memory,
     facts,
+    restoreSize,
     warnings: [],
     close() {
       if (!open) return;

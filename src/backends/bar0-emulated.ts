@@ -1,31 +1,19 @@
-import fs from 'node:fs';
 import { native } from '../native/native.js';
 import type { Bar0Source } from './bar0-source.js';
-import { MappedMemory } from './mapped-memory.js';
+import { READINESS_REGISTERS, READY_VALUE } from '../device/readiness.js';
+import { sealedMemfd } from './sealed-memfd.js';
+import { WindowedMemory } from './windowed-memory.js';
 
 export const EMULATED_BAR0_SIZE = 16 * 1024 * 1024;
 
-/**
- * Registers the guest driver polls before it uses the GPU memory: the C2C link
- * and HBM training status. The kernel driver waits until both read 0xFF, so the
- * emulated device reports them ready.
- */
-export const READINESS_REGISTERS = [0x1498, 0x200bc] as const;
-export const READY_VALUE = 0xff;
+// The emulated device reports the GPU's readiness registers ready.
+export { READINESS_REGISTERS, READY_VALUE } from '../device/readiness.js';
 
 /** A register file in shared memory, mapped by the client like a real BAR0. */
 export function openEmulatedBar0(): Bar0Source {
-  const fd = native.memfdCreate('nvgrace-bar0', native.MFD_ALLOW_SEALING);
-  let memory: MappedMemory;
-  try {
-    fs.ftruncateSync(fd, EMULATED_BAR0_SIZE);
-    // The client gets this fd: sealed, it cannot shrink the file under the daemon's mapping.
-    native.addSeals(fd, native.F_SEAL_SHRINK | native.F_SEAL_GROW | native.F_SEAL_SEAL);
-    memory = new MappedMemory(fd, 0, EMULATED_BAR0_SIZE);
-  } catch (err) {
-    native.closeFd(fd);
-    throw err;
-  }
+  const fd = sealedMemfd('nvgrace-bar0', EMULATED_BAR0_SIZE);
+  // sealed, so trapped register accesses can copy from a mapping instead of a pread/pwrite syscall each
+  const memory = new WindowedMemory(fd, 0, EMULATED_BAR0_SIZE, native.pageSize());
   const ready = Buffer.alloc(4);
   ready.writeUInt32LE(READY_VALUE);
   const reset = () => {
@@ -41,7 +29,7 @@ export function openEmulatedBar0(): Bar0Source {
     reset,
     close() {
       if (open) {
-        memory.unmap();
+        memory.close();
         native.closeFd(fd);
       }
       open = false;

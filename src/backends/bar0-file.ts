@@ -1,7 +1,11 @@
 import fs from 'node:fs';
 import { nextPowerOfTwo } from '../device/bar-registers.js';
 import type { Bar0Source } from './bar0-source.js';
-import { MappedMemory } from './mapped-memory.js';
+import { FdMemory } from './fd-memory.js';
+import { MmioMemory } from './mmio-memory.js';
+import { sizeGuard } from './size-guard.js';
+
+const SYSFS_MAGIC = 0x62656572;
 
 /** Smallest BAR0 we present: room for registers and, in its last 64 KiB, the MSI-X table. */
 export const MIN_FILE_BAR0_SIZE = 128 * 1024;
@@ -9,7 +13,8 @@ export const MIN_FILE_BAR0_SIZE = 128 * 1024;
 /**
  * BAR0 from the bytes of a file, e.g. a PCI `resource0` in sysfs: the client
  * maps the file itself; trapped accesses go through the daemon's own mapping,
- * because sysfs resource files of memory BARs cannot be read with pread.
+ * because sysfs resource files of memory BARs cannot be read with pread, at
+ * the access's own width, because registers care.
  */
 export function openFileBar0(path: string): Bar0Source {
   let fd: number;
@@ -22,7 +27,11 @@ export function openFileBar0(path: string): Bar0Source {
     const st = fs.fstatSync(fd);
     if (!st.isFile()) throw new Error(`BAR0 file ${path} is not a regular file`);
     if (st.size === 0) throw new Error(`BAR0 file ${path} is empty`);
-    const memory = new MappedMemory(fd, 0, st.size);
+    // A sysfs resource file cannot be resized, but can only be mapped. Any other
+    // file is read with pread: a client could truncate it, and a mapping of ours
+    // would then fault (SIGBUS) on the next trapped access.
+    const sysfs = fs.statfsSync(path).type === SYSFS_MAGIC;
+    const memory = sysfs ? new MmioMemory(fd, 0, st.size) : new FdMemory(fd, 0, st.size);
     let open = true;
     return {
       kind: 'file',
@@ -30,9 +39,10 @@ export function openFileBar0(path: string): Bar0Source {
       memory,
       barSize: Math.max(MIN_FILE_BAR0_SIZE, nextPowerOfTwo(st.size)),
       reset() {},
+      restoreSize: sysfs ? () => null : sizeGuard(fd),
       close() {
         if (open) {
-          memory.unmap();
+          if (memory instanceof MmioMemory) memory.unmap();
           fs.closeSync(fd);
         }
         open = false;

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { DmaFileOps } from '../device/dma-maps.js';
 import type { EventSink } from '../device/interrupts.js';
-import { native } from '../native/native.js';
+import { native, type Poller } from '../native/native.js';
 import { Errno } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
 
@@ -33,16 +33,32 @@ export const dmaFileOps: DmaFileOps = {
 
 /** Interrupt delivery through the client's eventfds. */
 export const eventfdSink: EventSink = {
+  check(fd) {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      throw new WireError(Errno.EBADF, 'SET_IRQS: fd cannot be inspected');
+    }
+    // Anything else (a pipe, a FIFO, a file) could block or be written into.
+    if (target !== 'anon_inode:[eventfd]') throw new WireError(Errno.EINVAL, `SET_IRQS: fd is not an eventfd (${target})`);
+  },
   signal(fd) {
-    // -1 means the counter is saturated: the client has not consumed earlier interrupts, nothing is lost
-    native.eventfdWrite(fd, 1);
+    // A full counter (-1) already wakes the reader: the interrupt is not lost.
+    native.eventfdSignal(fd);
   },
   watch(fd, onSignal) {
-    const poller = native.createPoller(fd, (status) => {
-      if (status < 0) return;
-      if (native.eventfdRead(fd) > 0) onSignal();
-    });
-    poller.start(native.READABLE);
+    let poller: Poller;
+    try {
+      poller = native.createPoller(fd, (status) => {
+        if (status < 0) return;
+        // the client may read its eventfd first, and may have made it blocking
+        if (native.eventfdTryRead(fd) > 0) onSignal();
+      });
+      poller.start(native.READABLE);
+    } catch {
+      return () => {}; // an eventfd epoll cannot watch: unmask by eventfd does nothing
+    }
     return () => poller.close();
   },
   close(fd) {

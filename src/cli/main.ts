@@ -1,7 +1,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
-import { parseAddress, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSize, parseUid } from './parse.js';
+import { parseAddress, parseCount, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
+import { READY_WAIT_MODES } from '../device/readiness.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
 import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
 import { serve } from './serve.js';
@@ -11,6 +12,11 @@ import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-
 import { parseListenAddress } from '../service/metrics-http.js';
 
 const NAME = 'nvgrace-vfio-user';
+
+const BAR0_HELP =
+  'BAR0 registers: "emulated"; "file:PATH" (the bytes of a file); ' +
+  '"sysfs:BDF" (resource0 of a host device bound to no driver: registers only, no DMA, no interrupts); ' +
+  '"vfio:BDF" or "vfio:/dev/vfio/devices/vfioN" (a host device bound to vfio-pci, passed through: its config space, BARs, DMA through the host IOMMU, interrupts, reset)';
 
 const SERVE_EXAMPLES = `
 Examples:
@@ -30,6 +36,10 @@ Examples:
 
   # the mainline Grace Hopper layout for NVIDIA's stock guest driver: usemem at BAR4, resmem at BAR2
   ${NAME} serve --socket /tmp/gpu.sock --layout gh --aperture-size 96G
+
+  # pass a host GPU bound to vfio-pci through, with the coherent memory at BAR2
+  ${NAME} serve --socket /run/nvgrace-vfio-user/gpu0.sock --bar0 vfio:0009:01:00.0 \\
+      --aperture-path /dev/mem --aperture-base 0x400000000000 --aperture-size 95G
 
   # a file in /dev/shm that survives daemon restarts, and BAR0 from a sysfs resource
   ${NAME} serve --socket /tmp/gpu.sock --aperture-path /dev/shm/gpu0 --aperture-size 1G \\
@@ -54,13 +64,15 @@ function program(out: (line: string) => void): Command {
     .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
+    .option('--max-client-fds <n>', 'client fds (DMA maps, eventfds) the daemon holds at once; more are refused with EMFILE (default 1024, lowered to fit RLIMIT_NOFILE)', (v: string) => parseCount(v))
+    .option('--tenant-exit-timeout <seconds>', 'a new client waits this long for the previous client\'s process to exit (it may still map the aperture), else it is refused; 0: no waiting', (v: string) => parseCount(v, 0), 10)
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
     .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two (a device-dax without it: the rest of the device)', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/daxX.Y, a hugetlbfs, /dev/shm or regular file, or /dev/mem (default: anonymous shared memory)')
     .option('--aperture-hugepages <size>', 'back the memory with huge pages: 2M or 1G (anonymous memory, or a hugetlbfs file)', parseHugePages)
     .option('--aperture-numa-node <node>', 'bind the memory strictly to this NUMA node (anonymous memory or hugetlbfs); never falls back', parseNumaNode)
-    .addOption(new Option('--bar0 <source>', 'BAR0 registers: "emulated" or "file:PATH"').default('emulated').argParser((v) => {
+    .addOption(new Option('--bar0 <source>', BAR0_HELP).default('emulated').argParser((v) => {
       try {
         return parseBar0Spec(v);
       } catch (err) {
@@ -68,8 +80,10 @@ function program(out: (line: string) => void): Command {
       }
     }))
     .addOption(new Option('--layout <layout>', 'memory BARs: bar2 (all at BAR2), gh (Grace Hopper: usemem BAR4, resmem BAR2), gb (Grace Blackwell: all at BAR4)').choices(LAYOUT_NAMES).default('bar2'))
-    .option('--vendor-id <id>', 'PCI vendor ID (hex)', parsePciId, 0x10de)
+    .option('--vendor-id <id>', 'PCI vendor ID (hex; with vfio: the host device\'s own is shown)', parsePciId, 0x10de)
     .option('--device-id <id>', 'PCI device ID (hex); default 2342 (bar2, gh) or 2941 (gb)', parsePciId)
+    .addOption(new Option('--ready-wait <when>', 'at start and after each reset, poll a passed-through GPU\'s BAR0 0x1498 and 0x200BC until both read 0xFF (auto: NVIDIA devices only)').choices(READY_WAIT_MODES).default('auto'))
+    .option('--ready-timeout <seconds>', 'give up the readiness wait after this long', parseSeconds, 30)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
     .option('--metrics-listen <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port is loopback only)', asArgument(parseListenAddress))
     .addHelpText('after', SERVE_EXAMPLES)
@@ -90,6 +104,8 @@ function program(out: (line: string) => void): Command {
         socketGroup: o.socketGroup,
         allowUids: o.allowUid,
         scrub: o.scrub,
+        maxClientFds: o.maxClientFds,
+        tenantExitTimeoutMs: o.tenantExitTimeout * 1000,
         apertureSize: size,
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,
@@ -100,6 +116,8 @@ function program(out: (line: string) => void): Command {
         vendorId: o.vendorId,
         deviceId: o.deviceId,
         logLevel: o.logLevel,
+        readyWait: o.readyWait,
+        readyTimeoutMs: o.readyTimeout * 1000,
       }));
     });
 

@@ -28,6 +28,20 @@ export function parsePciId(text: string): number {
   return Number.parseInt(clean, 16);
 }
 
+/** A whole number >= min (counts, timeouts in seconds). */
+export function parseCount(text: string, min = 1): number {
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) < min) {
+    throw new InvalidArgumentError(`"${text}" is not a whole number >= ${min}`);
+  }
+  return Number(text);
+}
+
+/** Whole seconds, at least 1. */
+export function parseSeconds(text: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new InvalidArgumentError(`"${text}" is not a whole number of seconds (1 or more)`);
+  return Number(text);
+}
+
 export function parseMode(text: string): number {
   if (!/^0?[0-7]{3}$/.test(text)) throw new InvalidArgumentError(`"${text}" is not an octal file mode like 0600`);
   return Number.parseInt(text, 8);

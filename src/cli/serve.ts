@@ -1,14 +1,16 @@
 import { openAperture, type Aperture } from '../backends/aperture.js';
-import { openEmulatedBar0 } from '../backends/bar0-emulated.js';
-import { openFileBar0 } from '../backends/bar0-file.js';
-import type { Bar0Source, Bar0Spec } from '../backends/bar0-source.js';
+import type { Bar0Spec } from '../backends/bar0-source.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
-import { DEFAULT_IDENTITY, GpuDevice } from '../device/gpu-device.js';
+import { GpuDevice } from '../device/gpu-device.js';
 import { deviceIdMismatch, LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
+import type { PciFunction } from '../device/pci-function.js';
+import type { ReadyWaitMode } from '../device/readiness.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
 import { Daemon } from '../server/daemon.js';
+import { clientFdLimit } from '../server/fd-limits.js';
+import type { ConnectionLimits } from '../transport/connection.js';
 import { Limits } from '../wire/constants.js';
 import type { DeviceLabels } from '../service/metrics.js';
 import { startMetricsServer, type ListenAddress } from '../service/metrics-http.js';
@@ -16,6 +18,7 @@ import { ServiceNotifier } from '../service/notify.js';
 import { countersSummary } from '../service/stats.js';
 import type { Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import { openPciFunction } from './open-function.js';
 import { formatSize, hex } from './parse.js';
 
 export interface ServeOptions {
@@ -27,6 +30,15 @@ export interface ServeOptions {
   socketGroup?: number | undefined;
   allowUids?: number[];
   scrub?: ScrubMode;
+  /** Client fds (DMA maps, eventfds) held at once; default 1024, lowered to fit RLIMIT_NOFILE. */
+  maxClientFds?: number;
+  /**
+   * How long a new client waits for the previous client's process to exit
+   * before it is refused (default 10 s; 0: no waiting).
+   */
+  tenantExitTimeoutMs?: number;
+  /** Framing limits and stall timeouts of client connections (tests make them small). */
+  limits?: ConnectionLimits;
   /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
   apertureSize?: number | undefined;
   apertureBase: number;
@@ -46,6 +58,9 @@ export interface ServeOptions {
   logLevel: string;
   /** Where to serve Prometheus metrics, if anywhere. */
   metricsListen?: ListenAddress | undefined;
+  /** Readiness wait of a passed-through GPU (at start and after each reset). */
+  readyWait?: ReadyWaitMode;
+  readyTimeoutMs?: number;
 }
 
 export interface Running {
@@ -54,8 +69,12 @@ export interface Running {
   aperture: Aperture;
   /** What metrics say about the device. */
   labels: DeviceLabels;
+  /** Resolves once the daemon listens (after a passed-through GPU is ready); rejects if it never will. */
+  ready: Promise<void>;
   stop(): void;
 }
+
+export const DEFAULT_TENANT_EXIT_TIMEOUT_MS = 10_000;
 
 /** What the daemon tells its service manager, and the logger to use. */
 export interface DaemonHooks {
@@ -84,30 +103,28 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     sysfsRoot: opts.sysfsRoot,
   });
   for (const w of aperture.warnings) log.warn(w);
-  let bar0: Bar0Source;
-  try {
-    bar0 = opts.bar0.kind === 'emulated' ? openEmulatedBar0() : openFileBar0(opts.bar0.path);
-  } catch (err) {
-    aperture.close();
-    throw err;
-  }
+  const fdCap = clientFdLimit(opts.maxClientFds);
+  if (fdCap.lowered) log.warn({ maxClientFds: fdCap.limit }, 'client fd limit lowered to fit RLIMIT_NOFILE');
+  let fn: PciFunction | null = null;
   let device: GpuDevice;
   try {
+    fn = openPciFunction(opts, deviceId, pageSize, log);
     device = new GpuDevice({
-      identity: { ...DEFAULT_IDENTITY, vendorId: opts.vendorId, deviceId },
-      bar0,
+      function: fn,
       aperture: aperture.memory,
       layout: layoutName,
       pageSize,
       events: eventfdSink,
       dmaOps: dmaFileOps,
       maxDmaMaps: Limits.MAX_DMA_MAPS,
+      maxClientFds: fdCap.limit,
     });
   } catch (err) {
-    bar0.close();
+    fn?.close();
     aperture.close();
     throw err;
   }
+  const id = device.identity;
   const scrubMode = opts.scrub ?? 'never';
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,
@@ -115,21 +132,45 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     socketMode: opts.socketMode,
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
+    tenantExitTimeoutMs: opts.tenantExitTimeoutMs ?? DEFAULT_TENANT_EXIT_TIMEOUT_MS,
+    onClientGone: () => {
+      for (const [backing, restore] of [['aperture', () => aperture.restoreSize()], ['BAR0', () => device.bar0Source?.restoreSize?.() ?? null]] as const) {
+        const found = restore();
+        if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+      }
+    },
+    ...(opts.limits ? { limits: opts.limits } : {}),
     scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
     ...daemonHooks,
   });
-  try {
-    daemon.start();
-  } catch (err) {
-    bar0.close();
-    aperture.close();
-    throw err;
+  const startListening = () => {
+    try {
+      daemon.start();
+    } catch (err) {
+      fn.close();
+      aperture.close();
+      throw err;
+    }
+  };
+  // A passed-through GPU is listened for only once it is ready (its host reset it on open).
+  const waiting = fn.ready();
+  let ready: Promise<void>;
+  if (waiting === null) {
+    startListening();
+    ready = Promise.resolve();
+  } else {
+    log.info({ function: fn.description }, 'waiting for the device to be ready');
+    ready = waiting.then(startListening, (err: Error) => {
+      fn.close();
+      aperture.close();
+      throw err;
+    });
   }
-  if (deviceIdMismatch(layoutName, deviceId)) {
-    log.warn({ device: hex(deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
+  if (deviceIdMismatch(layoutName, id.deviceId)) {
+    log.warn({ device: hex(id.deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
   }
   const memory = { backing: aperture.facts, base: hex(opts.apertureBase), size: formatSize(aperture.memory.size) };
-  const bars: Record<string, unknown> = { bar0: { source: bar0.description, size: formatSize(device.bar0.size) } };
+  const bars: Record<string, unknown> = { bar0: { source: fn.description, size: formatSize(device.bar0.size) } };
   for (const part of device.memoryLayout.bars) {
     bars[`bar${part.bar}`] = {
       holds: part.role,
@@ -139,27 +180,28 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
       mapped: formatSize(device.region(part.bar)?.mmap?.areas.reduce((n, a) => n + a.size, 0) ?? 0),
     };
   }
-  log.info({ vendor: hex(opts.vendorId, 4), device: hex(deviceId, 4), layout: layoutName, memory, ...bars }, 'device ready');
+  log.info({ vendor: hex(id.vendorId, 4), device: hex(id.deviceId, 4), layout: layoutName, memory, ...bars }, 'device ready');
 
   let stopped = false;
   return {
     daemon,
     aperture,
     labels: {
-      vendorId: hex(opts.vendorId, 4),
-      deviceId: hex(deviceId, 4),
+      vendorId: hex(id.vendorId, 4),
+      deviceId: hex(id.deviceId, 4),
       layout: layoutName,
       backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
       memoryBytes: aperture.memory.size,
       barBytes: device.aperture.size,
     },
+    ready,
     stop() {
       if (stopped) return;
       stopped = true;
       daemon.stop();
       // a scrub in progress stops at its next window; close the backing after it
       void daemon.whenScrubbed().then(() => {
-        bar0.close();
+        fn.close();
         aperture.close();
         log.info('stopped');
       });
@@ -185,13 +227,14 @@ export async function serve(opts: ServeOptions): Promise<number> {
       onStatus: (text) => notifier.status(text),
       onReady: () => notifier.notifyReady(),
     });
+    await running.ready;
   } catch (err) {
     await metrics?.close();
     throw err;
   }
   const { daemon } = running;
   if (metrics) {
-    // prom-client is loaded only when metrics are served: it adds ~80 ms to every start (bench/NOTES.md)
+    // prom-client is loaded only when metrics are asked for: it costs start-up time
     const { daemonRegistry } = await import('../service/metrics.js');
     registry = daemonRegistry(daemon, running.labels);
     log.info({ address: metrics.address }, 'serving metrics at /metrics');
@@ -200,10 +243,13 @@ export async function serve(opts: ServeOptions): Promise<number> {
   const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
   process.on('SIGUSR1', onUsr1);
   await new Promise<void>((resolve) => {
-    // Kept to the end of the process: a repeated SIGTERM (timeout(1) signals the
-    // process and then its group) must not kill the shutdown half way (exit 143).
-    process.on('SIGTERM', () => resolve());
-    process.on('SIGINT', () => resolve());
+    const onSignal = () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
   });
   notifier.stopping();
   process.off('SIGUSR1', onUsr1);

@@ -1,4 +1,4 @@
-import type { ConfigSpace, EmulatedDword } from './config-space.js';
+import type { ConfigOverlay, EmulatedDword } from './config-source.js';
 import { BarFlag, Cfg } from './pci.js';
 
 const TWO_32 = 0x1_0000_0000;
@@ -16,7 +16,7 @@ export interface BarSpec {
  * bits below the size read as zero, so writing all ones and reading back gives
  * the size mask with the type bits; a written base is kept until reset.
  */
-export function installBars(cfg: ConfigSpace, bars: readonly BarSpec[]): void {
+export function installBars(cfg: ConfigOverlay, bars: readonly BarSpec[]): void {
   for (const bar of bars) {
     if (bar.size < 16 || !isPowerOfTwo(bar.size)) {
       throw new Error(`BAR${bar.index} size ${bar.size} is not a power of two of at least 16`);

@@ -1,5 +1,5 @@
 import { RegionIndex } from '../wire/constants.js';
-import type { ConfigSpace } from './config-space.js';
+import type { ConfigSource } from './config-source.js';
 import type { Region } from './region.js';
 
 /** PCI configuration space as region 7: always trapped, never mapped. */
@@ -9,7 +9,7 @@ export class ConfigRegion implements Region {
   readonly writable = true;
   readonly mmap = null;
 
-  constructor(private readonly config: ConfigSpace) {}
+  constructor(private readonly config: ConfigSource) {}
 
   get size(): number {
     return this.config.size;

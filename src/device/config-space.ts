@@ -1,18 +1,14 @@
+import type { DeviceConfig, EmulatedDword } from './config-source.js';
 import { CONFIG_SPACE_SIZE } from './pci.js';
 
-/** A dword whose value the device computes (BAR registers), instead of a plain masked store. */
-export interface EmulatedDword {
-  /** `value` is the dword after merging the written bytes into the current one. */
-  write(value: number): void;
-  reset(): void;
-}
+export type { EmulatedDword } from './config-source.js';
 
 /**
  * PCI configuration space: bytes, a writable-bit mask and a write-1-to-clear mask
  * per byte, and emulated dwords. Everything not marked writable is read-only,
  * so a guest cannot change identity, capability pointers or reserved fields.
  */
-export class ConfigSpace {
+export class ConfigSpace implements DeviceConfig {
   readonly size = CONFIG_SPACE_SIZE;
   private readonly bytes = Buffer.alloc(CONFIG_SPACE_SIZE);
   private readonly writable = Buffer.alloc(CONFIG_SPACE_SIZE);

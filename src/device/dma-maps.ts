@@ -1,5 +1,6 @@
 import { DmaMapFlag, Errno } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
+import { FdBudget } from './fd-budget.js';
 
 /** The file operations DMA maps need, injected so the table itself stays pure. */
 export interface DmaFileOps {
@@ -8,6 +9,17 @@ export interface DmaFileOps {
   map(fd: number, offset: number, size: number, writable: boolean): ArrayBuffer;
   unmap(memory: ArrayBuffer): void;
   close(fd: number): void;
+}
+
+/**
+ * Told of every map entering and leaving the table, so a real device can reach
+ * the same memory (the host IOMMU of a passed-through function).
+ */
+export interface DmaObserver {
+  /** Called before a map enters the table; throwing refuses the map. */
+  mapped(m: Readonly<DmaMapping>): void;
+  /** Called when a map leaves the table, before its fd is closed; must not throw. */
+  unmapped(m: Readonly<DmaMapping>): void;
 }
 
 export interface DmaMapping {
@@ -19,7 +31,15 @@ export interface DmaMapping {
   fdOffset: number;
   /** Mapped on first use, so that a VM's many maps cost nothing until DMA happens. */
   memory: ArrayBuffer | null;
+  /** Where `memory` starts in the map: a large map is reached through a window. */
+  memoryOffset: number;
 }
+
+/**
+ * Largest piece of a map mapped at once. Node 20 cannot hold more than 4 GiB
+ * in one ArrayBuffer, and a guest's RAM map can be far larger.
+ */
+export const DMA_WINDOW = 1024 * 1024 * 1024;
 
 /**
  * The client memory the device may reach, keyed by DMA (guest physical) address.
@@ -28,18 +48,29 @@ export interface DmaMapping {
 export class DmaMapTable {
   private readonly maps: DmaMapping[] = [];
 
+  /** Windows start at multiples of this, so an access of up to window - step bytes fits in one. */
+  private readonly windowStep: number;
+
   constructor(
     private readonly ops: DmaFileOps,
     readonly maxMaps: number,
     readonly pageSize: number,
-  ) {}
+    private readonly observer: DmaObserver | null = null,
+    private readonly fds: FdBudget = new FdBudget(Infinity),
+    readonly windowSize: number = DMA_WINDOW,
+  ) {
+    this.windowStep = windowSize / 4;
+    if (this.windowStep % pageSize) throw new Error(`DMA window ${windowSize} is not a multiple of 4 pages`);
+  }
 
   get count(): number {
     return this.maps.length;
   }
 
   get heldFds(): number {
-    return this.maps.reduce((n, m) => n + (m.fd === null ? 0 : 1), 0);
+    let n = 0;
+    for (const m of this.maps) if (m.fd !== null) n++;
+    return n;
   }
 
   list(): readonly DmaMapping[] {
@@ -63,8 +94,17 @@ export class DmaMapTable {
     if ((before && before.address + before.size > address) || (after && address + size > after.address)) {
       throw new WireError(Errno.EEXIST, `DMA_MAP: [0x${address.toString(16)}, +0x${size.toString(16)}) overlaps a map`);
     }
-    if (fd !== null) this.ops.check(fd, fdOffset, size);
-    const m: DmaMapping = { address, size, flags, fd, fdOffset, memory: null };
+    if (fd !== null) {
+      this.ops.check(fd, fdOffset, size);
+      this.fds.take(1, 'DMA_MAP');
+    }
+    const m: DmaMapping = { address, size, flags, fd, fdOffset, memory: null, memoryOffset: 0 };
+    try {
+      this.observer?.mapped(m);
+    } catch (err) {
+      if (fd !== null) this.fds.release(1);
+      throw err;
+    }
     this.maps.splice(at, 0, m);
     return m;
   }
@@ -94,7 +134,11 @@ export class DmaMapTable {
     return m;
   }
 
-  /** Bytes of client memory at a DMA address, mapping the region on first use. */
+  /**
+   * Bytes of client memory at a DMA address, mapped on first use: the whole map
+   * when it fits in a window, else the window around the access. The view is
+   * valid until the next view() of the same map or its removal.
+   */
   view(address: number, length: number, write: boolean): Uint8Array {
     const m = this.find(address, length);
     if (!m) throw new WireError(Errno.EFAULT, `DMA: 0x${address.toString(16)}+${length} is not mapped`);
@@ -102,14 +146,33 @@ export class DmaMapTable {
     if (write ? !(m.flags & DmaMapFlag.WRITE) : !(m.flags & DmaMapFlag.READ)) {
       throw new WireError(Errno.EACCES, 'DMA: access not permitted by map flags');
     }
-    m.memory ??= this.ops.map(m.fd, m.fdOffset, m.size, (m.flags & DmaMapFlag.WRITE) !== 0);
-    return new Uint8Array(m.memory, address - m.address, length);
+    const at = address - m.address;
+    if (!m.memory || at < m.memoryOffset || at + length > m.memoryOffset + m.memory.byteLength) {
+      let start = 0;
+      let size = m.size;
+      if (m.size > this.windowSize) {
+        if (length > this.windowSize - this.windowStep) {
+          throw new WireError(Errno.EINVAL, `DMA: access of ${length} bytes is larger than a window`);
+        }
+        start = at - (at % this.windowStep);
+        size = Math.min(this.windowSize, m.size - start);
+      }
+      if (m.memory) this.ops.unmap(m.memory);
+      m.memory = null;
+      m.memory = this.ops.map(m.fd, m.fdOffset + start, size, (m.flags & DmaMapFlag.WRITE) !== 0);
+      m.memoryOffset = start;
+    }
+    return new Uint8Array(m.memory, at - m.memoryOffset, length);
   }
 
   private drop(m: DmaMapping): void {
+    this.observer?.unmapped(m);
     if (m.memory) this.ops.unmap(m.memory);
     m.memory = null;
-    if (m.fd !== null) this.ops.close(m.fd);
+    if (m.fd !== null) {
+      this.ops.close(m.fd);
+      this.fds.release(1);
+    }
     m.fd = null;
   }
 

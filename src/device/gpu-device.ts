@@ -1,36 +1,23 @@
-import { DeviceFlag, IrqIndex, IrqInfoFlag, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../wire/constants.js';
+import { DeviceFlag, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../wire/constants.js';
 import type { Bar0Source } from '../backends/bar0-source.js';
 import { installBars } from './bar-registers.js';
-import { installCapabilities, type MsixLayout } from './capabilities.js';
+import type { MsixLayout } from './capabilities.js';
 import { ConfigRegion } from './config-region.js';
-import { ConfigSpace } from './config-space.js';
+import type { DeviceConfig } from './config-source.js';
 import { DmaMapTable, type DmaFileOps } from './dma-maps.js';
-import { Interrupts, type EventSink, type IrqKind } from './interrupts.js';
+import { EmulatedFunction, type DeviceIdentity } from './emulated-function.js';
+import { FdBudget } from './fd-budget.js';
+import { Interrupts, type EventSink } from './interrupts.js';
 import { LAYOUTS, planLayout, type LayoutName, type MemoryBarLayout, type MemoryLayout } from './layout.js';
 import { MemoryBar, type MemoryBacking } from './memory-bar.js';
 import { sliceMemory } from './memory-slice.js';
-import { Cfg, Command, NVIDIA_VENDOR_ID, PCI_CLASS_3D_CONTROLLER, Status } from './pci.js';
-import { subtractArea, type Region } from './region.js';
+import { Cfg } from './pci.js';
+import type { PciFunction } from './pci-function.js';
+import type { Region } from './region.js';
 
-export interface DeviceIdentity {
-  vendorId: number;
-  deviceId: number;
-  subsystemVendorId: number;
-  subsystemId: number;
-  revision: number;
-}
+export { DEFAULT_IDENTITY, type DeviceIdentity } from './emulated-function.js';
 
-export const DEFAULT_IDENTITY: DeviceIdentity = {
-  vendorId: NVIDIA_VENDOR_ID,
-  deviceId: 0x2342,
-  subsystemVendorId: NVIDIA_VENDOR_ID,
-  subsystemId: 0x16eb,
-  revision: 0xa1,
-};
-
-export interface GpuDeviceOptions {
-  identity: DeviceIdentity;
-  bar0: Bar0Source;
+interface DeviceOptions {
   /** All of the coherent memory; the layout decides which BARs show which part. */
   aperture: MemoryBacking;
   /** Default `bar2`. */
@@ -39,8 +26,23 @@ export interface GpuDeviceOptions {
   events: EventSink;
   dmaOps: DmaFileOps;
   maxDmaMaps: number;
+  /** Client fds (DMA maps and eventfds) held at once; unlimited when absent. */
+  maxClientFds?: number;
+}
+
+/** The GPU as the daemon emulates it, its registers from a BAR0 source. */
+export interface EmulatedDeviceOptions extends DeviceOptions {
+  identity: DeviceIdentity;
+  bar0: Bar0Source;
   msixVectors?: number;
 }
+
+/** Whatever stands behind the registers, e.g. a host function passed through. */
+export interface FunctionDeviceOptions extends DeviceOptions {
+  function: PciFunction;
+}
+
+export type GpuDeviceOptions = EmulatedDeviceOptions | FunctionDeviceOptions;
 
 /** The aperture BAR's size in the `bar2` layout: the memory size rounded up to a power of two, a page at least. */
 export { memoryBarSize as apertureBarSize } from './layout.js';
@@ -66,20 +68,24 @@ export interface DeviceLayout {
   memorySize: number;
   bars: BarDescription[];
 }
-/** The MSI-X table and PBA live in the last 64 KiB of BAR0. */
-const MSIX_WINDOW = 64 * 1024;
+
+/** Memory BAR type bits 2:1 = 0b10: a 64-bit BAR, whose upper half is the next slot. */
+const BAR_TYPE_MASK = 0x7;
+const BAR_MEM64 = 0x4;
 
 /**
  * The PCI device presented to the client: a GPU whose registers are BAR0 and
  * whose cache-coherent memory is shown by 64-bit prefetchable BARs as the
  * layout says: all of it at BAR2, or split between BAR4 and BAR2 (see layout.ts).
+ * Behind the registers stands a PciFunction: the daemon's emulation, or a host
+ * function passed through; the memory BARs are laid over either.
  */
 export class GpuDevice {
-  readonly flags = DeviceFlag.PCI | DeviceFlag.RESET;
   readonly numRegions = PCI_NUM_REGIONS;
   readonly numIrqs = PCI_NUM_IRQS;
-  readonly config = new ConfigSpace();
-  readonly bar0: MemoryBar;
+  readonly function: PciFunction;
+  readonly config: DeviceConfig;
+  readonly bar0: Region;
   /** The BAR of the usable coherent memory: BAR2 in the `bar2` layout, BAR4 in `gh` and `gb`. */
   readonly aperture: MemoryBar;
   /** Every memory BAR, in BAR order. */
@@ -87,20 +93,16 @@ export class GpuDevice {
   readonly memoryLayout: MemoryLayout;
   readonly interrupts: Interrupts;
   readonly dma: DmaMapTable;
-  readonly msix: MsixLayout;
+  readonly clientFds: FdBudget;
   private readonly regions: (Region | null)[];
 
-  constructor(private readonly opts: GpuDeviceOptions) {
-    const bar0Size = opts.bar0.barSize;
-    if (bar0Size < 2 * MSIX_WINDOW) throw new Error(`BAR0 of ${bar0Size} bytes leaves no room for the MSI-X table (need ${2 * MSIX_WINDOW})`);
-    const vectors = opts.msixVectors ?? 16;
-    this.msix = { vectors, bar: 0, tableOffset: bar0Size - MSIX_WINDOW, pbaOffset: bar0Size - MSIX_WINDOW / 2 };
-
-    this.bar0 = new MemoryBar(RegionIndex.BAR0, bar0Size, opts.bar0.memory, opts.pageSize, [
-      this.msix.tableOffset,
-      bar0Size,
-    ]);
+  constructor(opts: GpuDeviceOptions) {
+    const fn = 'function' in opts ? opts.function : new EmulatedFunction(opts.identity, opts.bar0, opts.pageSize, opts.msixVectors);
+    this.function = fn;
+    this.config = fn.config;
+    this.bar0 = fn.bar0;
     this.memoryLayout = planLayout(opts.layout ?? 'bar2', opts.aperture.size);
+    this.checkMemorySlots();
     this.memoryBars = this.memoryLayout.bars.map(
       (b) => new MemoryBar(b.bar, b.barSize, sliceMemory(opts.aperture, b.offset, b.length), opts.pageSize),
     );
@@ -108,21 +110,45 @@ export class GpuDevice {
     this.aperture = this.memoryBars[usable]!;
 
     this.regions = new Array<Region | null>(PCI_NUM_REGIONS).fill(null);
-    this.regions[RegionIndex.BAR0] = this.bar0;
+    for (let i = 0; i < PCI_NUM_REGIONS; i++) this.regions[i] = fn.region(i);
     for (const bar of this.memoryBars) this.regions[bar.index] = bar;
     this.regions[RegionIndex.CONFIG] = new ConfigRegion(this.config);
+    installBars(
+      this.config,
+      this.memoryBars.map((b) => ({ index: b.index, size: b.size, prefetchable: true })),
+    );
 
-    this.buildConfig();
-    this.interrupts = new Interrupts(irqKinds(vectors), opts.events);
-    this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize);
+    this.clientFds = new FdBudget(opts.maxClientFds ?? Infinity);
+    this.interrupts = new Interrupts(fn.irqKinds, opts.events, fn.irqRoute, this.clientFds);
+    this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize, fn.dmaObserver, this.clientFds);
   }
 
+  get flags(): number {
+    return DeviceFlag.PCI | (this.function.resettable ? DeviceFlag.RESET : 0);
+  }
+
+  /** Vendor, device, subsystem and revision as config space shows them. */
   get identity(): DeviceIdentity {
-    return this.opts.identity;
+    if (this.function instanceof EmulatedFunction) return this.function.identity;
+    const b = Buffer.alloc(0x30);
+    this.config.read(0, b, 0, b.length);
+    return {
+      vendorId: b.readUInt16LE(Cfg.VENDOR_ID),
+      deviceId: b.readUInt16LE(Cfg.DEVICE_ID),
+      subsystemVendorId: b.readUInt16LE(Cfg.SUBSYSTEM_VENDOR_ID),
+      subsystemId: b.readUInt16LE(Cfg.SUBSYSTEM_ID),
+      revision: b[Cfg.REVISION]!,
+    };
   }
 
-  get bar0Source(): Bar0Source {
-    return this.opts.bar0;
+  /** The register source of an emulated device; null when a host function stands behind BAR0. */
+  get bar0Source(): Bar0Source | null {
+    return this.function instanceof EmulatedFunction ? this.function.source : null;
+  }
+
+  /** Where the emulated MSI-X table lives; null for a host function (its own MSI-X is the host's). */
+  get msix(): MsixLayout | null {
+    return this.function instanceof EmulatedFunction ? this.function.msix : null;
   }
 
   /** Which BARs exist and what each holds. */
@@ -150,10 +176,21 @@ export class GpuDevice {
     return this.regions[index] ?? null;
   }
 
-  /** Function-level reset: registers to power-on values; memory contents are kept. */
-  reset(): void {
+  /**
+   * Function-level reset: what stands behind the registers first (a real device
+   * may have to become ready again), then the emulated config registers, cleared
+   * even when that wait fails. Memory contents are kept.
+   */
+  reset(): void | Promise<void> {
+    let pending: void | Promise<void>;
+    try {
+      pending = this.function.reset();
+    } catch (err) {
+      this.config.reset();
+      throw err;
+    }
+    if (pending instanceof Promise) return pending.finally(() => this.config.reset());
     this.config.reset();
-    this.opts.bar0.reset();
   }
 
   /** The client left: drop its memory maps and eventfds. */
@@ -162,44 +199,29 @@ export class GpuDevice {
     this.interrupts.releaseAll();
   }
 
-  private buildConfig(): void {
-    const c = this.config;
-    const id = this.opts.identity;
-    c.define(Cfg.VENDOR_ID, 2, id.vendorId);
-    c.define(Cfg.DEVICE_ID, 2, id.deviceId);
-    c.define(
-      Cfg.COMMAND,
-      2,
-      0,
-      Command.MEMORY | Command.MASTER | Command.PARITY | Command.SERR | Command.INTX_DISABLE,
-    );
-    c.define(Cfg.STATUS, 2, Status.CAP_LIST, 0, Status.RW1C);
-    c.define(Cfg.REVISION, 1, id.revision);
-    c.define(Cfg.CLASS_PROG, 1, 0);
-    c.define(Cfg.CLASS_DEVICE, 2, PCI_CLASS_3D_CONTROLLER);
-    c.define(Cfg.CACHE_LINE, 1, 0, 0xff);
-    c.define(Cfg.LATENCY, 1, 0);
-    c.define(Cfg.HEADER_TYPE, 1, 0);
-    c.define(Cfg.SUBSYSTEM_VENDOR_ID, 2, id.subsystemVendorId);
-    c.define(Cfg.SUBSYSTEM_ID, 2, id.subsystemId);
-    c.define(Cfg.INTERRUPT_LINE, 1, 0xff, 0xff);
-    c.define(Cfg.INTERRUPT_PIN, 1, 1);
-    installBars(c, [
-      { index: RegionIndex.BAR0, size: this.bar0.size, prefetchable: false },
-      ...this.memoryBars.map((b) => ({ index: b.index, size: b.size, prefetchable: true })),
-    ]);
-    installCapabilities(c, this.msix);
-    c.seal();
+  /**
+   * The memory BARs' registers are laid over the function's config space: their
+   * slots must hold no BAR of the function, nor the upper half of a 64-bit BAR
+   * in the slot before.
+   */
+  private checkMemorySlots(): void {
+    const layout = this.memoryLayout.name;
+    const b = Buffer.alloc(4);
+    for (const { bar } of this.memoryLayout.bars) {
+      for (const slot of [bar, bar + 1]) {
+        const r = this.function.region(slot);
+        if (r) {
+          throw new Error(
+            `${this.function.description} has a BAR${slot} of ${r.size} bytes where the memory BAR${bar}/${bar + 1} of layout ${layout} goes (another --layout may leave it free)`,
+          );
+        }
+      }
+      if (bar > 0 && this.function.region(bar - 1)) {
+        this.config.read(Cfg.BAR0 + 4 * (bar - 1), b, 0, 4);
+        if ((b.readUInt32LE(0) & BAR_TYPE_MASK) === BAR_MEM64) {
+          throw new Error(`${this.function.description}: its 64-bit BAR${bar - 1} uses slot ${bar}, where the memory BAR of layout ${layout} goes`);
+        }
+      }
+    }
   }
-}
-
-function irqKinds(msixVectors: number): IrqKind[] {
-  const ef = IrqInfoFlag.EVENTFD;
-  return [
-    { index: IrqIndex.INTX, name: 'INTx', count: 1, flags: ef | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED },
-    { index: IrqIndex.MSI, name: 'MSI', count: 1, flags: ef },
-    { index: IrqIndex.MSIX, name: 'MSI-X', count: msixVectors, flags: ef | IrqInfoFlag.NORESIZE },
-    { index: IrqIndex.ERR, name: 'ERR', count: 1, flags: ef },
-    { index: IrqIndex.REQ, name: 'REQ', count: 1, flags: ef },
-  ];
 }

@@ -1,6 +1,7 @@
 import { Errno, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqInfoFlag, IrqSetFlag } from '../wire/constants.js';
 import { WireError } from '../wire/errors.js';
 import type { IrqSet } from '../wire/messages.js';
+import { FdBudget } from './fd-budget.js';
 
 export interface IrqKind {
   index: number;
@@ -11,10 +12,27 @@ export interface IrqKind {
 
 /** Eventfd operations, injected so the device model does no I/O of its own. */
 export interface EventSink {
+  /** Throws (WireError) unless `fd` is something signal() can use. */
+  check(fd: number): void;
   signal(fd: number): void;
   /** Calls `onSignal` whenever the client signals `fd`; returns the way to stop. */
   watch(fd: number, onSignal: () => void): () => void;
   close(fd: number): void;
+}
+
+/**
+ * Where interrupts really come from when a host function is passed through:
+ * its driver takes the client's eventfds and signals them itself, so the
+ * daemon is not on the interrupt path.
+ */
+export interface IrqRoute {
+  /**
+   * Applies one validated SET_IRQS to the host before the table changes;
+   * throwing refuses it. `fds` are the eventfds (none de-assigns).
+   */
+  apply(req: IrqSet, fds: readonly number[]): void;
+  /** The client left: the index is disabled on the host; must not throw. */
+  disable(index: number): void;
 }
 
 interface IrqState {
@@ -38,6 +56,8 @@ export class Interrupts {
   constructor(
     kinds: readonly IrqKind[],
     private readonly sink: EventSink,
+    private readonly route: IrqRoute | null = null,
+    private readonly fds: FdBudget = new FdBudget(Infinity),
   ) {
     this.state = kinds.map((kind) => ({
       kind,
@@ -85,6 +105,7 @@ export class Interrupts {
         throw new WireError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
       }
       if (fds.length > 0) throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
+      this.route?.apply(req, fds);
       this.disable(s);
       return;
     }
@@ -107,6 +128,20 @@ export class Interrupts {
     if (action === IrqSetFlag.ACTION_MASK && data === IrqSetFlag.DATA_EVENTFD) {
       throw new WireError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
     }
+    // eventfds are checked and counted before anything changes, here or in a host driver
+    let replaced = 0;
+    if (data === IrqSetFlag.DATA_EVENTFD) {
+      const table = action === IrqSetFlag.ACTION_TRIGGER ? s.trigger : s.unmaskFd;
+      for (const fd of fds) this.sink.check(fd);
+      for (let i = 0; i < req.count; i++) if (table[req.start + i] != null) replaced++;
+      this.fds.take(fds.length - replaced, 'SET_IRQS');
+    }
+    try {
+      this.route?.apply(req, fds);
+    } catch (err) {
+      if (data === IrqSetFlag.DATA_EVENTFD) this.fds.release(Math.max(0, fds.length - replaced));
+      throw err;
+    }
 
     if (data === IrqSetFlag.DATA_EVENTFD) {
       const taken = fds.splice(0, fds.length);
@@ -120,11 +155,14 @@ export class Interrupts {
         } else {
           this.dropUnmaskFd(s, n);
           s.unmaskFd[n] = fd;
-          if (fd !== null) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
+          // A host driver watches its own unmask eventfds (VFIO's irqfd): only an emulated line needs ours.
+          if (fd !== null && !this.route) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
         }
       }
+      if (replaced > taken.length) this.fds.release(replaced - taken.length);
       return;
     }
+    if (this.route) return; // the host driver triggered, masked or unmasked its own line
 
     for (let i = 0; i < req.count; i++) {
       if (data === IrqSetFlag.DATA_BOOL && req.bools[i] === 0) continue;
@@ -159,7 +197,10 @@ export class Interrupts {
 
   /** Client gone: close every eventfd it gave us and clear mask state. */
   releaseAll(): void {
-    for (const s of this.state) this.disable(s);
+    for (const s of this.state) {
+      if (this.route && [...s.trigger, ...s.unmaskFd].some((fd) => fd !== null)) this.route.disable(s.kind.index);
+      this.disable(s);
+    }
   }
 
   private unmask(s: IrqState, n: number): void {
@@ -179,12 +220,18 @@ export class Interrupts {
   }
 
   private disable(s: IrqState): void {
+    let closed = 0;
     for (let i = 0; i < s.trigger.length; i++) {
       const fd = s.trigger[i];
-      if (fd !== null && fd !== undefined) this.sink.close(fd);
+      if (fd !== null && fd !== undefined) {
+        this.sink.close(fd);
+        closed++;
+      }
       s.trigger[i] = null;
+      if (s.unmaskFd[i] != null) closed++;
       this.dropUnmaskFd(s, i);
     }
+    this.fds.release(closed);
     s.masked.fill(false);
     s.pending.fill(false);
   }

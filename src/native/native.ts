@@ -104,6 +104,19 @@ export interface NativeBinding {
    * non-blocking eventfd would overflow (EAGAIN).
    */
   eventfdWrite(fd: number, value: number): number;
+  /**
+   * Adds 1 to someone else's eventfd without ever blocking for long: 0 when
+   * done, -1 when the counter is full (also for a blocking eventfd, whose write
+   * is cut short after about 10 ms by a timer signal). The fd's flags are not
+   * changed.
+   */
+  eventfdSignal(fd: number): number;
+  /**
+   * Reads and resets someone else's eventfd without ever blocking for long:
+   * the counter, or -1 when there is nothing to read (also for a blocking
+   * eventfd, whose read is cut short after about 10 ms).
+   */
+  eventfdTryRead(fd: number): number;
   /** Reads and resets (or, with EFD_SEMAPHORE, decrements) the counter; -1 on EAGAIN. */
   eventfdRead(fd: number): number;
   /** Number of open fds of this process (the fd used for counting excluded). */
@@ -116,9 +129,17 @@ export interface NativeBinding {
    */
   ioctl(fd: number, request: number, arg: ArrayBufferView | ArrayBuffer | number): number;
 
+  /**
+   * pidfd_open(pid): an fd (close-on-exec) that a Poller sees READABLE once
+   * the process has exited. ESRCH when there is no such process.
+   */
+  pidfdOpen(pid: number): number;
+
   // --- memory --------------------------------------------------------------
   /** memfd_create(name, flags | MFD_CLOEXEC). */
   memfdCreate(name: string, flags: number): number;
+  /** fcntl(F_ADD_SEALS): e.g. F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL on a memfd made with MFD_ALLOW_SEALING. */
+  memfdAddSeals(fd: number, seals: number): void;
   /**
    * mmap() as an external ArrayBuffer (fd -1 with MAP_ANONYMOUS). length 0
    * throws EINVAL. A length above MAX_MAPPING_LENGTH (4 GiB on Node 20) throws
@@ -133,15 +154,16 @@ export interface NativeBinding {
   munmap(ab: ArrayBuffer): void;
   /** memset(byte) over [offset, offset + length); RangeError when out of bounds. */
   fillMemory(ab: ArrayBuffer | ArrayBufferView, offset: number, length: number, byte: number): void;
-  /**
-   * fcntl(F_ADD_SEALS): e.g. F_SEAL_SHRINK | F_SEAL_GROW on a memfd made with
-   * MFD_ALLOW_SEALING, so a peer holding the fd cannot truncate memory the
-   * daemon has mapped (which would fault the daemon with SIGBUS).
-   */
-  addSeals(fd: number, seals: number): void;
   /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE). */
   fallocatePunchHole(fd: number, offset: number, length: number): void;
   pageSize(): number;
+  /**
+   * mmap() whose address is returned as a number, for the kernel rather than
+   * for JavaScript (the host IOMMU's DMA maps take a process address). No
+   * ArrayBuffer, so no 4 GiB cap; undo with munmapAddress().
+   */
+  mmapAddress(fd: number, length: number, prot: number, flags: number, offset: number): number;
+  munmapAddress(address: number, length: number): void;
 
   // --- NUMA (numa.c) ------------------------------------------------------------
   /**
@@ -189,10 +211,10 @@ export interface NativeBinding {
   readonly WRITABLE: number;
   readonly DISCONNECT: number;
   readonly MFD_ALLOW_SEALING: number;
-  readonly MFD_HUGETLB: number;
   readonly F_SEAL_SEAL: number;
   readonly F_SEAL_SHRINK: number;
   readonly F_SEAL_GROW: number;
+  readonly MFD_HUGETLB: number;
   readonly MFD_HUGE_2MB: number;
   readonly MFD_HUGE_1GB: number;
   readonly PROT_READ: number;

@@ -1,6 +1,10 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { EMULATED_BAR0_SIZE } from '../backends/bar0-emulated.js';
 import type { ApertureKind } from '../backends/aperture.js';
-import { openFileBar0 } from '../backends/bar0-file.js';
+import { MIN_FILE_BAR0_SIZE, openFileBar0 } from '../backends/bar0-file.js';
+import { parseBdf, pciDeviceDir } from '../backends/vfio/pci-address.js';
+import { nextPowerOfTwo } from '../device/bar-registers.js';
 import { previewBacking, type BackingPreview } from '../backends/backing-preview.js';
 import type { Bar0Spec } from '../backends/bar0-source.js';
 import { DEFAULT_IDENTITY } from '../device/gpu-device.js';
@@ -132,7 +136,8 @@ export interface DeviceFlags {
  * file BAR0 is opened to learn its size, as serve does.
  */
 export function describeFromFlags(f: DeviceFlags, numa: NumaLayout): DeviceDescription {
-  const bar0Bytes = f.bar0.kind === 'emulated' ? EMULATED_BAR0_SIZE : fileBar0Size(f.bar0.path);
+  const unknown: string[] = [];
+  const bar0Bytes = bar0Size(f.bar0, unknown);
   const backing = previewBacking({
     size: f.apertureSize,
     base: f.apertureBase,
@@ -146,7 +151,6 @@ export function describeFromFlags(f: DeviceFlags, numa: NumaLayout): DeviceDescr
   const usable = layout.bars.find((b) => b.role !== 'resmem')!;
   const deviceId = f.deviceId ?? LAYOUTS[layout.name].defaultDeviceId;
   const id = DEFAULT_IDENTITY;
-  const unknown: string[] = [];
   return {
     source: 'flags',
     socket: f.socket ?? null,
@@ -185,6 +189,29 @@ export function describeFromFlags(f: DeviceFlags, numa: NumaLayout): DeviceDescr
 
 export function productName(vendorId: number, deviceId: number): string | null {
   return vendorId === 0x10de ? (PRODUCT_NAMES[deviceId] ?? null) : null;
+}
+
+/** BAR0's size as serve would present it; for a passed-through device, the host BAR's. */
+function bar0Size(spec: Bar0Spec, unknown: string[]): number {
+  switch (spec.kind) {
+    case 'emulated':
+      return EMULATED_BAR0_SIZE;
+    case 'file':
+      return fileBar0Size(spec.path);
+    case 'sysfs':
+      return Math.max(MIN_FILE_BAR0_SIZE, nextPowerOfTwo(fs.statSync(resource0(spec.bdf)).size));
+    case 'vfio': {
+      unknown.push('--bar0 vfio: the device shows the host function\'s identity and BARs; ask the running daemon (--socket) for them');
+      const bdf = parseBdf(spec.target);
+      return bdf ? fs.statSync(resource0(bdf)).size : 0;
+    }
+  }
+}
+
+function resource0(text: string): string {
+  const bdf = parseBdf(text);
+  if (!bdf) throw new Error(`"${text}" is not a PCI address like 0000:01:00.0`);
+  return path.join(pciDeviceDir(bdf), 'resource0');
 }
 
 function fileBar0Size(path: string): number {

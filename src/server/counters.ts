@@ -15,6 +15,8 @@ export class Counters {
   connections = 0;
   refusedConnections = 0;
   protocolErrors = 0;
+  /** Requests that failed with something other than a protocol error: a bug or an I/O error. */
+  internalErrors = 0;
 
   countMessage(command: number): void {
     this.messages[command < COMMAND_SLOTS ? command : 0]!++;
@@ -39,6 +41,7 @@ export class Counters {
     this.trappedWrites.forEach((n, i) => n > 0 && (out[`trapped_writes_region${i}`] = n));
     out['connections'] = this.connections;
     out['refused_connections'] = this.refusedConnections;
+    out['internal_errors'] = this.internalErrors;
     return out;
   }
 }

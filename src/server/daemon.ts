@@ -5,7 +5,8 @@ import type { GpuDevice } from '../device/gpu-device.js';
 import { native } from '../native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits, type PeerCredentials } from '../transport/connection.js';
 import { Counters } from './counters.js';
-import { ListenError, Listener } from '../transport/listener.js';
+import { ACCEPT_BACKOFF_MS, ListenError, Listener } from '../transport/listener.js';
+import { ProcessWatch } from './process-watch.js';
 import { Session } from './session.js';
 
 export interface ScrubProgress {
@@ -33,6 +34,15 @@ export interface DaemonOptions {
   onStatus?: (status: string) => void;
   /** Called once, when the device first serves clients (after a start-up scrub). */
   onReady?: () => void;
+  /**
+   * A client that disconnects may live on and keep its mapping of the aperture.
+   * A new client from another process then waits up to this long for it to
+   * exit (and for an on-release scrub, which is put off until then), and is
+   * refused if it has not. 0 or absent: no waiting.
+   */
+  tenantExitTimeoutMs?: number;
+  /** Called when a client has gone and its maps and eventfds are released (checks on the backing). */
+  onClientGone?: () => void;
 }
 
 interface ActiveClient {
@@ -56,6 +66,13 @@ export class Daemon {
   private scrubbing: Promise<void> | null = null;
   private scrubState: ScrubProgress | null = null;
   private readied = false;
+  /** The attached client's process, watched so we know when it is gone. */
+  private tenant: ProcessWatch | null = null;
+  /** A detached client's process that is still running. */
+  private previous: ProcessWatch | null = null;
+  /** A client held back until `previous` exits. */
+  private parked: { fd: number; peer: PeerCredentials | null } | null = null;
+  private scrubWhenPreviousExits = false;
 
   constructor(
     readonly device: GpuDevice,
@@ -69,9 +86,10 @@ export class Daemon {
 
   start(): void {
     const onClient = (fd: number, peer: PeerCredentials | null) => this.onClient(fd, peer);
-    const onError = (err: Error) => this.log.error({ err }, 'accept failed');
+    const onError = (err: Error) => this.log.error({ err, retryMs: ACCEPT_BACKOFF_MS }, 'accept failed; retrying quietly until it works again');
+    const onRecover = (failures: number) => this.log.info({ failures }, 'accepting clients again');
     if (this.opts.listenFd !== undefined) {
-      this.listener = Listener.adopt(this.opts.listenFd, onClient, onError);
+      this.listener = Listener.adopt(this.opts.listenFd, onClient, onError, onRecover);
       const asked = this.opts.socketPath;
       if (asked !== undefined && path.resolve(asked) !== this.listener.path) {
         this.listener.close();
@@ -81,7 +99,7 @@ export class Daemon {
     } else {
       const file = this.opts.socketPath;
       if (file === undefined) throw new ListenError('no socket to listen on');
-      this.listener = Listener.open(file, this.opts.socketMode, onClient, onError);
+      this.listener = Listener.open(file, this.opts.socketMode, onClient, onError, onRecover);
       if (this.opts.socketGroup !== undefined) fs.chownSync(file, -1, this.opts.socketGroup);
       this.log.info({ socket: file }, 'listening');
     }
@@ -107,6 +125,10 @@ export class Daemon {
     this.active?.connection.close(reason);
     this.listener?.close();
     this.listener = null;
+    this.previous?.close(); // a parked client is closed by its waiter
+    this.previous = null;
+    this.tenant?.close();
+    this.tenant = null;
   }
 
   /** Resolves when no scrub is running (one that was stopped counts as over). */
@@ -171,9 +193,10 @@ export class Daemon {
 
   private onClient(fd: number, peer: PeerCredentials | null): void {
     this.counters.connections++;
-    if (this.active) {
+    if (this.active || this.parked) {
       this.counters.refusedConnections++;
-      this.log.warn({ peer, current: this.active.peer }, 'refusing a second client: the device already has one');
+      const current = this.active?.peer ?? this.parked?.peer;
+      this.log.warn({ peer, current }, 'refusing a second client: the device already has one');
       native.closeFd(fd);
       return;
     }
@@ -184,6 +207,96 @@ export class Daemon {
       native.closeFd(fd);
       return;
     }
+    const prev = this.previous;
+    if (prev && !prev.exited) {
+      if (peer?.pid !== prev.pid) {
+        this.park(fd, peer, prev);
+        return;
+      }
+      // the same process attaching again (a device re-plugged): still the same tenant
+      this.previous = null;
+      this.tenant = prev;
+      this.scrubWhenPreviousExits = false;
+    }
+    this.admit(fd, peer);
+  }
+
+  /** Holds a new client until the previous client's process exits (and any scrub is over), or refuses it. */
+  private park(fd: number, peer: PeerCredentials | null, prev: ProcessWatch): void {
+    const timeoutMs = this.opts.tenantExitTimeoutMs ?? 0;
+    this.parked = { fd, peer };
+    this.log.warn(
+      { peer, previousPid: prev.pid, timeoutMs },
+      'holding a new client until the previous client process exits: it may still map the aperture',
+    );
+    this.status(`waiting for pid ${prev.pid} to exit`);
+    void prev.whenExited(timeoutMs).then(async (exited) => {
+      if (exited) await this.whenScrubbed();
+      this.parked = null;
+      if (this.stopping) {
+        native.closeFd(fd);
+        return;
+      }
+      if (!exited) {
+        this.counters.refusedConnections++;
+        this.log.error(
+          { peer, previousPid: prev.pid, timeoutMs },
+          'refusing a client: the previous client process is still running and may still map the aperture; make sure it exits',
+        );
+        native.closeFd(fd);
+        this.status(`waiting for pid ${prev.pid} to exit`);
+        return;
+      }
+      this.log.info({ peer, previousPid: prev.pid }, 'previous client process exited; admitting the waiting client');
+      this.admit(fd, peer);
+    });
+  }
+
+  /** Starts watching a client's process, when that is asked for and possible. */
+  private watch(peer: PeerCredentials | null): ProcessWatch | null {
+    if (!this.opts.tenantExitTimeoutMs) return null;
+    // pid 0: the peer is in another pid namespace; our own pid: a client inside the daemon (tests)
+    if (!peer || peer.pid <= 0 || peer.pid === process.pid) {
+      if (peer?.pid !== process.pid) this.log.warn({ peer }, 'cannot watch this client process: the next client will not wait for it to exit');
+      return null;
+    }
+    const w = ProcessWatch.open(peer.pid);
+    if (w instanceof Error) {
+      this.log.warn({ peer, err: w.message }, 'cannot watch this client process: the next client will not wait for it to exit');
+      return null;
+    }
+    return w;
+  }
+
+  /** The client left. If its process lives on, the next tenant (and an on-release scrub) waits for it. */
+  private released(mayHaveWritten: boolean): boolean {
+    const t = this.tenant;
+    this.tenant = null;
+    if (!t) return false;
+    if (t.exited || this.stopping) {
+      t.close();
+      return false;
+    }
+    this.previous?.close();
+    this.previous = t;
+    this.scrubWhenPreviousExits = this.opts.scrub?.mode === 'on-release' && mayHaveWritten;
+    this.log.info({ pid: t.pid }, 'the client disconnected but its process is still running');
+    t.onExit((exited) => {
+      if (this.previous !== t) return;
+      this.previous = null;
+      t.close();
+      if (!exited || this.stopping) return;
+      this.log.info({ pid: t.pid }, 'the previous client process exited');
+      if (this.scrubWhenPreviousExits) {
+        this.scrubWhenPreviousExits = false;
+        this.scrub('release');
+      }
+    });
+    return this.scrubWhenPreviousExits;
+  }
+
+  private admit(fd: number, peer: PeerCredentials | null): void {
+    this.tenant ??= this.watch(peer);
     const log = this.log.child({ client: peer?.pid ?? 'unknown' });
     let session!: Session;
     const connection = new Connection(
@@ -199,9 +312,15 @@ export class Daemon {
       if (error) log.warn({ reason, err: error }, 'client disconnected');
       else log.info({ reason }, 'client disconnected');
       this.active = null;
+      try {
+        this.opts.onClientGone?.();
+      } catch (err) {
+        log.error({ err }, 'check after the client left failed');
+      }
+      const scrubLater = this.released(session.mayHaveWritten);
       for (const w of this.idleWaiters.splice(0)) w();
       if (this.stopping) return;
-      if (this.opts.scrub?.mode === 'on-release' && session.mayHaveWritten) this.scrub('release');
+      if (this.opts.scrub?.mode === 'on-release' && session.mayHaveWritten && !scrubLater) this.scrub('release');
       else this.status('waiting for a client');
     });
     this.active = { connection, session, peer, since: Date.now() };

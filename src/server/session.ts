@@ -41,6 +41,8 @@ import {
   writeRegionWriteReply,
   writeU32,
 } from '../wire/serializer.js';
+import { reopenForClient } from '../backends/client-fd.js';
+import { native } from '../native/native.js';
 import type { Counters } from './counters.js';
 import type { Connection, MessageSink } from '../transport/connection.js';
 
@@ -60,6 +62,8 @@ export class Session implements MessageSink {
   private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
   private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
   private readonly traceAccess: boolean;
+  /** This client's own open files of the mappable regions (see reopenForClient). */
+  private readonly regionFds = new Map<number, number>();
   /**
    * Whether this client could have changed device memory: it wrote a region
    * or was given an fd to map one. A client that did neither (`describe`)
@@ -81,7 +85,8 @@ export class Session implements MessageSink {
     return this.clientCaps;
   }
 
-  onMessage(h: Header, buf: Buffer, at: number, fds: number[]): void {
+  /** Returns a promise only while a command waits (a reset waiting for the device); reading pauses until then. */
+  onMessage(h: Header, buf: Buffer, at: number, fds: number[]): void | Promise<void> {
     this.counters.countMessage(h.command);
     const noReply = (h.flags & Flag.NO_REPLY) !== 0;
     try {
@@ -92,18 +97,24 @@ export class Session implements MessageSink {
       if (!this.negotiated && h.command !== Command.VERSION) {
         throw new WireError(Errno.EINVAL, `${commandName(h.command)} before VERSION`);
       }
-      this.handle(h, buf, at + HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
+      const pending = this.handle(h, buf, at + HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
+      if (pending) {
+        const header = { ...h };
+        return pending.catch((err: unknown) => this.fail(header, err, noReply));
+      }
     } catch (err) {
       this.fail(h, err, noReply);
     }
   }
 
   onClose(reason: string, error?: Error): void {
+    for (const fd of this.regionFds.values()) native.closeFd(fd);
+    this.regionFds.clear();
     this.device.releaseClient();
     this.onEnd(reason, error);
   }
 
-  private handle(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
+  private handle(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void | Promise<void> {
     switch (h.command) {
       case Command.REGION_READ:
         return this.regionRead(h, buf, at, len, noReply);
@@ -152,6 +163,7 @@ export class Session implements MessageSink {
     if (err instanceof WireError) {
       this.log.debug({ command: commandName(h.command), id: h.id, errno, reason: err.message }, 'request refused');
     } else {
+      this.counters.internalErrors++;
       this.log.warn({ command: commandName(h.command), id: h.id, errno, err }, 'request failed');
     }
     if (noReply) return;
@@ -246,7 +258,12 @@ export class Session implements MessageSink {
     flags |= RegionFlag.MMAP | (areas ? RegionFlag.CAPS : 0);
     const msg = encodeRegionInfoReply(h.id, q.argsz, { flags, index: q.index, size: r.size, offset: mm.fdOffset, sparseAreas: areas });
     this.mayHaveWritten = true;
-    this.reply(h, msg, noReply, [mm.fd]);
+    let fd = this.regionFds.get(q.index);
+    if (fd === undefined) {
+      fd = reopenForClient(mm.fd) ?? mm.fd;
+      if (fd !== mm.fd) this.regionFds.set(q.index, fd);
+    }
+    this.reply(h, msg, noReply, [fd]);
   }
 
   private regionIoFds(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
@@ -274,11 +291,15 @@ export class Session implements MessageSink {
     this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
   }
 
-  private reset(h: Header, len: number, noReply: boolean): void {
+  private reset(h: Header, len: number, noReply: boolean): void | Promise<void> {
     if (len !== 0) throw new WireError(Errno.EINVAL, 'DEVICE_RESET carries no payload');
-    this.device.reset();
-    this.log.info('device reset');
-    this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
+    const { id, command } = h;
+    const done = () => {
+      this.log.info('device reset');
+      this.reply(h, encodeEmptyReply(id, command), noReply);
+    };
+    const pending = this.device.reset();
+    return pending ? pending.then(done) : done();
   }
 
   /** Validates a region access; returns the region. */

@@ -1,4 +1,5 @@
 import { constants } from 'node:os';
+import { MemoryBar } from '../device/memory-bar.js';
 import type { Daemon } from '../server/daemon.js';
 import { Command, RegionIndex } from '../wire/constants.js';
 
@@ -37,7 +38,9 @@ function commandNameOf(id: number): string {
 /** Padding writes dropped by each memory BAR: how many writes and how many bytes. */
 export function paddingDrops(daemon: Daemon): { region: string; writes: number; bytes: number }[] {
   const d = daemon.device;
-  return [d.bar0, ...d.memoryBars].map((bar) => ({
+  // BAR0 has padding only when the daemon serves it (a passed-through BAR0 is the host's).
+  const bars = [d.bar0, ...d.memoryBars].filter((b): b is MemoryBar => b instanceof MemoryBar);
+  return bars.map((bar) => ({
     region: regionName(bar.index),
     writes: bar.padding.droppedWrites,
     bytes: bar.padding.droppedBytes,

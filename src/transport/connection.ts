@@ -26,7 +26,11 @@ export interface ConnectionLimits {
   maxMessageSize: number;
   /** Replies buffered for a client that does not read them, before reading stops. */
   highWaterBytes: number;
-  /** How long a half-received message or an unread reply backlog is tolerated. */
+  /**
+   * How long a half-received message or an unread reply backlog may go without
+   * any byte moving before the client is dropped (it is dropped between one and
+   * two of these after the last byte moved).
+   */
   stallTimeoutMs: number;
   /** Messages handled per wake-up before yielding to the event loop. */
   batch: number;
@@ -39,10 +43,16 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   batch: 64,
 };
 
+/** Replies waiting for the socket; small ones share a chunk (no object per reply). */
 interface Pending {
   data: Buffer;
+  start: number;
+  end: number;
+  /** Sent with the first byte of this entry; never appended to. */
   fds: number[] | null;
 }
+
+const CHUNK = 64 * 1024;
 
 /** fds that arrived with the message starting at stream position `at`. */
 interface FdBatch {
@@ -93,6 +103,9 @@ export class Connection {
   private closed = false;
   private resumeScheduled = false;
   private stallTimer: NodeJS.Timeout | null = null;
+  /** Bytes moved either way; a stall timer that finds it changed starts over. */
+  private moved = 0;
+  private movedAtArm = 0;
   private events = 0;
 
   constructor(
@@ -124,11 +137,15 @@ export class Connection {
     if (this.closed) return;
     if (this.outQueue.length === 0) {
       const n = this.trySend(buf, 0, length, fds);
-      if (n === length) return;
+      if (n === length) {
+        this.moved += n;
+        return;
+      }
       const sent = Math.max(n, 0);
-      this.enqueue(Buffer.from(buf.subarray(sent, length)), sent > 0 ? null : fds);
+      this.moved += sent;
+      this.enqueue(buf.subarray(sent, length), sent > 0 ? null : fds);
     } else {
-      this.enqueue(Buffer.from(buf.subarray(0, length)), fds);
+      this.enqueue(buf.subarray(0, length), fds);
     }
   }
 
@@ -149,9 +166,18 @@ export class Connection {
     this.sink.onClose(reason, error);
   }
 
-  private enqueue(data: Buffer, fds: number[] | null): void {
-    this.outQueue.push({ data, fds });
-    this.queuedBytes += data.length;
+  /** Copies `bytes` into the queue: appended to the last chunk when it has room and no fds come along. */
+  private enqueue(bytes: Uint8Array, fds: number[] | null): void {
+    const tail = this.outQueue[this.outQueue.length - 1];
+    if (fds === null && tail && tail.data.length - tail.end >= bytes.length) {
+      tail.data.set(bytes, tail.end);
+      tail.end += bytes.length;
+    } else {
+      const data = Buffer.allocUnsafe(Math.max(CHUNK, bytes.length));
+      data.set(bytes, 0);
+      this.outQueue.push({ data, start: 0, end: bytes.length, fds });
+    }
+    this.queuedBytes += bytes.length;
     this.updatePolling();
     this.armStall();
   }
@@ -168,18 +194,17 @@ export class Connection {
   private flush(): void {
     while (this.outQueue.length > 0 && !this.closed) {
       const head = this.outQueue[0]!;
-      const n = this.trySend(head.data, 0, head.data.length, head.fds);
+      const n = this.trySend(head.data, head.start, head.end - head.start, head.fds);
       if (this.closed) return;
       if (n < 0) break;
       head.fds = null;
       this.queuedBytes -= n;
-      if (n < head.data.length) {
-        head.data = head.data.subarray(n);
-        break;
-      }
+      this.moved += n;
+      head.start += n;
+      if (head.start < head.end) break;
       this.outQueue.shift();
     }
-    if (this.outQueue.length === 0) this.clearStall();
+    if (this.outQueue.length === 0 && !this.midMessage()) this.clearStall();
     this.updatePolling();
     // Messages left buffered while replies were backed up can go on now.
     if (this.queuedBytes <= this.limits.highWaterBytes && this.hasWholeMessage()) this.readMessages();
@@ -219,7 +244,7 @@ export class Connection {
       }
     }
     if (!this.closed) {
-      if (this.end > this.head && !this.hasWholeMessage()) this.armStall();
+      if (this.midMessage()) this.armStall();
       else if (this.outQueue.length === 0) this.clearStall();
       this.updatePolling();
     }
@@ -245,6 +270,11 @@ export class Connection {
   private hasWholeMessage(): boolean {
     const avail = this.end - this.head;
     return avail >= HEADER_SIZE && avail >= readU32(this.recvBuf, this.head + 4);
+  }
+
+  /** Part of a message has come and the rest has not. */
+  private midMessage(): boolean {
+    return this.end > this.head && !this.hasWholeMessage();
   }
 
   /** Moves the buffered bytes to the front, into a bigger buffer if `need` does not fit. */
@@ -285,7 +315,10 @@ export class Connection {
       this.close('too many file descriptors in one message');
       return -1;
     }
-    if (n > 0) this.end += n;
+    if (n > 0) {
+      this.end += n;
+      this.moved += n;
+    }
     if (nfds > 0) {
       const fds: number[] = [];
       for (let i = 1; i <= nfds; i++) fds.push(this.fdScratch[i]!);
@@ -400,12 +433,19 @@ export class Connection {
     else this.poller.start(want);
   }
 
+  /** One timer per stall period, not per message: progress is checked when it fires. */
   private armStall(): void {
     if (this.stallTimer) return;
+    this.movedAtArm = this.moved;
     this.stallTimer = setTimeout(() => {
       this.stallTimer = null;
-      if (this.end > this.head && !this.hasWholeMessage()) this.close(`client stalled mid-message for ${this.limits.stallTimeoutMs} ms`);
-      else if (this.outQueue.length > 0) this.close(`client left ${this.queuedBytes} reply bytes unread for ${this.limits.stallTimeoutMs} ms`);
+      if (this.closed || (!this.midMessage() && this.outQueue.length === 0)) return;
+      if (this.moved !== this.movedAtArm) {
+        this.armStall(); // bytes moved meanwhile: not stalled
+        return;
+      }
+      if (this.midMessage()) this.close(`client stalled mid-message for ${this.limits.stallTimeoutMs} ms`);
+      else this.close(`client left ${this.queuedBytes} reply bytes unread for ${this.limits.stallTimeoutMs} ms`);
     }, this.limits.stallTimeoutMs);
     this.stallTimer.unref();
   }

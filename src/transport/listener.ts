@@ -4,6 +4,9 @@ import type { PeerCredentials } from './connection.js';
 
 export class ListenError extends Error {}
 
+/** How long accepting pauses after accept() fails (EMFILE and the like). */
+export const ACCEPT_BACKOFF_MS = 250;
+
 /**
  * The daemon's listening UNIX socket. A stale socket file left by a dead daemon
  * is replaced; a live one, a symlink or any other kind of file is refused. A
@@ -13,6 +16,10 @@ export class ListenError extends Error {}
 export class Listener {
   private readonly poller: Poller;
   private closed = false;
+  private paused = false;
+  private backoff: NodeJS.Timeout | null = null;
+  /** accept() failures since the last success; only the first of a run is reported. */
+  private failures = 0;
 
   private constructor(
     readonly path: string,
@@ -21,6 +28,7 @@ export class Listener {
     private readonly onError: (err: Error) => void,
     /** Inode of the socket file we created, which close() removes; null when not ours. */
     private readonly ino: number | null,
+    private readonly onRecover: (failures: number) => void,
   ) {
     this.poller = native.createPoller(fd, (status) => this.accept(status));
     this.poller.start(native.READABLE);
@@ -31,6 +39,7 @@ export class Listener {
     mode: number,
     onClient: (fd: number, peer: PeerCredentials | null) => void,
     onError: (err: Error) => void,
+    onRecover: (failures: number) => void = () => {},
   ): Listener {
     clearStaleSocket(path);
     let fd: number;
@@ -39,7 +48,7 @@ export class Listener {
     } catch (err) {
       throw new ListenError(`cannot listen on ${path}: ${(err as Error).message}`);
     }
-    return new Listener(path, fd, onClient, onError, fs.statSync(path).ino);
+    return new Listener(path, fd, onClient, onError, fs.statSync(path).ino, onRecover);
   }
 
   /** Serves on an inherited listening socket (systemd socket activation). */
@@ -47,6 +56,7 @@ export class Listener {
     fd: number,
     onClient: (fd: number, peer: PeerCredentials | null) => void,
     onError: (err: Error) => void,
+    onRecover: (failures: number) => void = () => {},
   ): Listener {
     let address: string;
     try {
@@ -54,22 +64,31 @@ export class Listener {
     } catch (err) {
       throw new ListenError(`inherited fd ${fd} is not a listening UNIX stream socket: ${(err as Error).message}`);
     }
-    return new Listener(address, fd, onClient, onError, null);
+    return new Listener(address, fd, onClient, onError, null, onRecover);
+  }
+
+  /** accept() failures in the current run of failures (0 once one succeeds). */
+  get acceptFailures(): number {
+    return this.failures;
   }
 
   /** Leaves new connections in the kernel's backlog until resume(). */
   pause(): void {
-    if (!this.closed) this.poller.stop();
+    this.paused = true;
+    this.updatePolling();
   }
 
   resume(): void {
-    if (!this.closed) this.poller.start(native.READABLE);
+    this.paused = false;
+    this.updatePolling();
   }
 
   /** Stops accepting and removes the socket file, if it is still ours. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.backoff) clearTimeout(this.backoff);
+    this.backoff = null;
     this.poller.close();
     native.closeFd(this.fd);
     if (this.ino === null) return;
@@ -91,11 +110,14 @@ export class Listener {
       try {
         fd = native.accept(this.fd);
       } catch (err) {
-        // EMFILE and the like: report, and keep listening for the next wake-up.
-        this.onError(err as Error);
+        this.failed(err as Error);
         return;
       }
       if (fd < 0) return;
+      if (this.failures > 0) {
+        this.onRecover(this.failures);
+        this.failures = 0;
+      }
       let peer: PeerCredentials | null = null;
       try {
         peer = native.peerCred(fd);
@@ -104,6 +126,27 @@ export class Listener {
       }
       this.onClient(fd, peer);
     }
+  }
+
+  /**
+   * The pending connection stays in the backlog and keeps the socket readable
+   * (EMFILE, ENFILE, ENOBUFS leave it there), so listening on would wake us in
+   * a loop: stop for a moment, then retry. Only the first failure of a run is
+   * reported.
+   */
+  private failed(err: Error): void {
+    if (this.failures++ === 0) this.onError(err);
+    this.backoff = setTimeout(() => {
+      this.backoff = null;
+      this.updatePolling();
+    }, ACCEPT_BACKOFF_MS);
+    this.updatePolling();
+  }
+
+  private updatePolling(): void {
+    if (this.closed) return;
+    if (this.paused || this.backoff) this.poller.stop();
+    else this.poller.start(native.READABLE);
   }
 }
 

@@ -57,6 +57,7 @@ export const Errno = {
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
+  EMFILE: 24,
   ENOSPC: 28,
   ERANGE: 34,
   ENOSYS: 38,

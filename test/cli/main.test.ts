@@ -25,6 +25,10 @@ describe('command line', () => {
     [['serve', '--socket', 'x', '--bogus']],
     [['serve']],
     [['serve', '--socket', 'x', '--bar0', 'magic']],
+    [['serve', '--socket', 'x', '--bar0', 'vfio:gpu0']],
+    [['serve', '--socket', 'x', '--bar0', 'sysfs:/dev/mem']],
+    [['serve', '--socket', 'x', '--ready-wait', 'sometimes']],
+    [['serve', '--socket', 'x', '--ready-timeout', '0']],
     [['serve', '--socket', 'x', '--device-id', '0x12345']],
     [['frobnicate']],
   ])('rejects bad usage %j with one line and exit 2', async (args) => {
@@ -32,6 +36,13 @@ describe('command line', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/error/i);
+  });
+
+  it('a host device that is not there, or not on vfio-pci, is one line and exit 1', async () => {
+    const r = await runCli(['serve', '--socket', path.join(dir, 'gpu.sock'), '--bar0', 'vfio:0000:fe:1f.7']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n').at(-1)).toBe('nvgrace-vfio-user: no PCI device 0000:fe:1f.7 on this host (lspci -D lists them)');
+    expect(fs.existsSync(path.join(dir, 'gpu.sock'))).toBe(false);
   });
 
   it('serves, answers inspect, and exits 0 on SIGTERM removing its socket', async () => {

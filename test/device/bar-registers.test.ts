@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { installBars, isPowerOfTwo, nextPowerOfTwo, type BarSpec } from '../../src/device/bar-registers.js';
+import type { DeviceConfig } from '../../src/device/config-source.js';
 import { ConfigSpace } from '../../src/device/config-space.js';
 import { makeDevice } from './fakes.js';
 
@@ -13,26 +14,26 @@ function bars(specs: BarSpec[]): ConfigSpace {
   return cfg;
 }
 
-function w32(cfg: ConfigSpace, offset: number, value: number): void {
+function w32(cfg: DeviceConfig, offset: number, value: number): void {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(value >>> 0);
   cfg.write(offset, b, 0, 4);
 }
 
-function w16(cfg: ConfigSpace, offset: number, value: number): void {
+function w16(cfg: DeviceConfig, offset: number, value: number): void {
   const b = Buffer.alloc(2);
   b.writeUInt16LE(value);
   cfg.write(offset, b, 0, 2);
 }
 
-function w8(cfg: ConfigSpace, offset: number, value: number): void {
+function w8(cfg: DeviceConfig, offset: number, value: number): void {
   cfg.write(offset, Uint8Array.of(value), 0, 1);
 }
 
 const barAt = (index: number) => 0x10 + 4 * index;
 
 /** The 64-bit value of a BAR pair. */
-function read64(cfg: ConfigSpace, index: number): bigint {
+function read64(cfg: DeviceConfig, index: number): bigint {
   return (BigInt(cfg.read32(barAt(index) + 4)) << 32n) | BigInt(cfg.read32(barAt(index)));
 }
 

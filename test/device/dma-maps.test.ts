@@ -28,7 +28,7 @@ describe('DmaMapTable.add / remove', () => {
   it('adds a mapping, owns its fd, and removes it when it matches exactly', () => {
     const { ops, table } = setup();
     const m = table.add(0x10000, 0x2000, RW, 5, 0x1000);
-    expect(m).toEqual({ address: 0x10000, size: 0x2000, flags: RW, fd: 5, fdOffset: 0x1000, memory: null });
+    expect(m).toEqual({ address: 0x10000, size: 0x2000, flags: RW, fd: 5, fdOffset: 0x1000, memory: null, memoryOffset: 0 });
     expect(ops.checks).toEqual([{ fd: 5, offset: 0x1000, size: 0x2000 }]);
     expect(table.count).toBe(1);
     expect(table.heldFds).toBe(1);

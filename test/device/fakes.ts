@@ -2,7 +2,7 @@
 // a BAR0 source, an eventfd sink and DMA file operations. No I/O anywhere.
 import type { Bar0Source } from '../../src/backends/bar0-source.js';
 import type { DmaFileOps } from '../../src/device/dma-maps.js';
-import { GpuDevice, DEFAULT_IDENTITY, type GpuDeviceOptions } from '../../src/device/gpu-device.js';
+import { GpuDevice, DEFAULT_IDENTITY, type EmulatedDeviceOptions } from '../../src/device/gpu-device.js';
 import type { EventSink } from '../../src/device/interrupts.js';
 import type { MemoryBacking } from '../../src/device/memory-bar.js';
 import { Errno } from '../../src/wire/constants.js';
@@ -84,6 +84,12 @@ export class FakeEvents implements EventSink {
   readonly closed: number[] = [];
   /** Watched unmask fds and how to fire them, as if the client signalled them. */
   readonly watched = new Map<number, () => void>();
+  /** fds check() refuses, as if they were not eventfds. */
+  readonly notEventfds = new Set<number>();
+
+  check(fd: number): void {
+    if (this.notEventfds.has(fd)) throw new WireError(Errno.EINVAL, `fd ${fd} is not an eventfd`);
+  }
 
   watch(fd: number, onSignal: () => void): () => void {
     if (this.watched.has(fd)) throw new Error(`fd ${fd} watched twice`);
@@ -147,7 +153,7 @@ export interface TestDevice {
   dmaOps: FakeDmaOps;
 }
 
-export function makeDevice(opts: Partial<GpuDeviceOptions> & { apertureSize?: number } = {}): TestDevice {
+export function makeDevice(opts: Partial<EmulatedDeviceOptions> & { apertureSize?: number } = {}): TestDevice {
   const bar0 = (opts.bar0 as FakeBar0 | undefined) ?? new FakeBar0();
   const aperture = (opts.aperture as FakeMemory | undefined) ?? new FakeMemory(opts.apertureSize ?? 96 * 1024 * 1024 + 100, 300);
   const events = (opts.events as FakeEvents | undefined) ?? new FakeEvents();

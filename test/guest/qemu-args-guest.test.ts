@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { finished, runCli } from '../helpers/cli.js';
-import { activate, ensureSystemdTools, metricsPort, scrapeMetrics, untilChild } from '../service/helpers.js';
+import { activate, ensureSystemdTools, isListening, metricsPort, scrapeMetrics, untilChild } from '../service/helpers.js';
 import { bootGuest, describeBoot, initExitStatus, parseChecks } from './boot.js';
 import { buildInitramfs } from './initramfs.js';
 import { PROVISION_SCRIPT } from './paths.js';
@@ -46,7 +46,7 @@ describe('socket activation, qemu-args and metrics with a real guest', () => {
     // As the .socket unit would: the daemon starts on the first connection, its flags from the environment.
     const daemon = activate(socket, [], { NVGRACE_VFIO_USER_APERTURE_SIZE: '96M', NVGRACE_VFIO_USER_METRICS_LISTEN: '0' });
     try {
-      await untilChild(() => fs.existsSync(socket), 'the socket', daemon);
+      await untilChild(() => isListening(socket), 'the socket', daemon);
       // Asked of the daemon, as an orchestrator would before starting the VM: this starts it.
       const gen = await runCli(['qemu-args', '--socket', socket, '--format', 'json', '--guest-memory', '512M', '--numa-nodes', String(NUMA_NODES)]);
       expect(gen.code, gen.stderr).toBe(0);

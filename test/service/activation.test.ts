@@ -9,7 +9,7 @@ import { VfioUserClient } from '../../src/client/client.js';
 import { ActivationError, LISTEN_FDS_START, takeListenFd } from '../../src/service/activation.js';
 import { RegionIndex } from '../../src/wire/constants.js';
 import { finished } from '../helpers/cli.js';
-import { activate, ensureSystemdTools, untilChild as until } from './helpers.js';
+import { activate, ensureSystemdTools, isListening, untilChild as until } from './helpers.js';
 
 beforeAll(() => ensureSystemdTools(), 300_000);
 
@@ -27,7 +27,7 @@ describe('socket activation', () => {
       NVGRACE_VFIO_USER_DEVICE_ID: '2345',
     });
     try {
-      await until(() => fs.existsSync(socket), 'the activator to listen', daemon);
+      await until(() => isListening(socket), 'the activator to listen', daemon);
       const ino = fs.statSync(socket).ino;
       // The daemon is not running yet: this connection starts it.
       const client = VfioUserClient.connect(socket);
@@ -60,7 +60,7 @@ describe('socket activation', () => {
     const socket = path.join(dir, 'gpu0.sock');
     const daemon = activate(socket, ['--socket', path.join(dir, 'other.sock')]);
     try {
-      await until(() => fs.existsSync(socket), 'the activator to listen', daemon);
+      await until(() => isListening(socket), 'the activator to listen', daemon);
       const client = VfioUserClient.connect(socket);
       await expect(client.negotiate()).rejects.toThrow(/closed/);
       const r = await finished(daemon);

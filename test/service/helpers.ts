@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native/native.js';
@@ -93,4 +94,23 @@ export async function scrapeMetrics(port: number): Promise<Map<string, number>> 
     out.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
   return out;
+}
+
+/**
+ * True once a UNIX socket at `socketPath` is listening. The file appears at
+ * bind(), a moment before listen(); /proc/net/unix tells the two apart without
+ * connecting (a connection would start a socket-activated daemon).
+ */
+export function isListening(socketPath: string): boolean {
+  let table = '';
+  try {
+    table = fs.readFileSync('/proc/net/unix', 'utf8');
+  } catch {
+    return false;
+  }
+  // Num RefCount Protocol Flags Type St Inode Path; Flags 0x10000 is __SO_ACCEPTCON
+  return table.split('\n').some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[7] === socketPath && (parseInt(f[3] ?? '0', 16) & 0x10000) !== 0;
+  });
 }

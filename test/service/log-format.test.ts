@@ -29,7 +29,12 @@ describe('the daemon on a terminal', () => {
   function underPty(env: NodeJS.ProcessEnv): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-tty-'));
     try {
-      const cmd = `timeout --preserve-status -s TERM 2 ${process.execPath} ${CLI} serve --socket ${path.join(dir, 's.sock')}`;
+      const sock = path.join(dir, 's.sock');
+      // SIGTERM once the daemon listens (not after a fixed time: a loaded machine starts slower)
+      const cmd =
+        `${process.execPath} ${CLI} serve --socket ${sock} & pid=$!; ` +
+        `n=0; while [ ! -S ${sock} ] && [ $n -lt 300 ]; do sleep 0.05; n=$((n+1)); done; ` +
+        `sleep 0.2; kill -TERM $pid; wait $pid`;
       // script(1) runs the command on a pseudo-terminal: stderr is a TTY there.
       const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', env, timeout: 15_000 });
       expect(r.status).toBe(0);
