@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { DaemonProcess } from './daemon-process.js';
 import { figure, ratioTarget, type Figure } from './figures.js';
@@ -48,7 +49,8 @@ const TRAPPED_TARGETS = [
   { id: 'rtt-bar2-tail', title: 'Trapped 4-byte read: BAR2 memory tail', region: 2, offset: GiB + 16 },
   { id: 'rtt-bar0', title: 'Trapped 4-byte read: BAR0 register', region: 0, offset: 16 * MiB - 64 * 1024 },
 ];
-const SOCKET_FLOOR = 'the same C client against a C peer that frames and answers each message, over a socketpair between two processes';
+const SOCKET_FLOOR =
+  'the same C client against a C peer that frames and answers each message, over a socketpair between two processes; client, peer and daemon pinned to one CPU';
 
 async function withDaemon<T>(ctx: Context, name: string, args: string[], body: (d: DaemonProcess) => T): Promise<T> {
   const d = DaemonProcess.start(ctx.dir, name, args);
@@ -101,17 +103,21 @@ const us = (ns: number[]) => ns.map((x) => x / 1000);
 export async function socketSuite(ctx: Context): Promise<Figure[]> {
   const { cfg } = ctx;
   return withDaemon(ctx, 'socket', ['--aperture-size', String(APERTURE)], (d) => {
-    // One harness process per run: each gets its own connection and floor peer, so
-    // one unlucky placement of the processes on the CPUs does not decide every run.
+    // The client, the floor peer and the daemon share one CPU: on a VM a wake-up
+    // on another, idle vCPU costs tens of microseconds, and whether the scheduler
+    // keeps two processes together is luck that would decide the figure, not the
+    // daemon (bench/NOTES.md). One harness process per run, each with its own
+    // connection and floor peer.
+    const pinned = ['--socket', d.socket, '--runs', '1', '--pid', String(d.pid), '--cpu', String(os.cpus().length - 1)];
     const perRun = <T extends object>(what: string, args: (run: number) => string[]): T =>
-      concatRuns(Array.from({ length: cfg.runs }, (_, r) => runHarness<T>(ctx.harness, [...args(r), '--socket', d.socket, '--runs', '1'], what)));
+      concatRuns(Array.from({ length: cfg.runs }, (_, r) => runHarness<T>(ctx.harness, [...args(r), ...pinned], what)));
 
     ctx.log('trapped round trips');
     const targets = TRAPPED_TARGETS.flatMap((t) => ['--target', `${t.region}:${t.offset}:4`]);
     const perTarget = Array.from({ length: cfg.runs }, (_, r) =>
       runHarness<RttOut>(
         ctx.harness,
-        ['rtt', '--socket', d.socket, '--runs', '1', '--iters', String(cfg.rttIters), '--pid', String(d.pid), '--floor-first', String(r % 2), ...targets],
+        ['rtt', ...pinned, '--iters', String(cfg.rttIters), '--floor-first', String(r % 2), ...targets],
         'rtt',
       ),
     );

@@ -5,6 +5,8 @@
  * one JSON object.
  *
  *   rtt     --socket S --iters N --runs K --target REGION:OFFSET:COUNT ... [--pid DAEMON] [--depth D]
+ *           [--cpu N]: the client, the floor peer and the daemon all on CPU N (also for
+ *           posted, multi and dma), so that both sides run in the same placement
  *   posted  --socket S --msgs N --runs K --region R --offset O
  *   multi   --socket S --msgs N --entries E --runs K --region R --offset O
  *   dma     --socket S --pairs N --runs K
@@ -13,8 +15,10 @@
  *   startup --socket S --reads N -- COMMAND ARGS...   (one run)
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +38,28 @@
 static long depth = 1; /* requests in flight per round trip (--depth, a diagnostic) */
 static long daemon_pid = 0; /* --pid: also report the daemon's CPU time per request */
 static int floor_first = 0; /* --floor-first 1: time the floor before the daemon in each run */
+static int pin_cpu = -1;    /* --cpu N: run the client, the floor peer and the daemon (--pid) on CPU N */
+
+/* Pins every thread of `pid` (0: this process) to CPU `cpu`. */
+static void pin(long pid, int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (pid == 0) {
+    if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity: %s", strerror(errno));
+    return;
+  }
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/task", pid);
+  DIR *d = opendir(path);
+  if (!d) die("opendir %s: %s", path, strerror(errno));
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (e->d_name[0] == '.') continue;
+    if (sched_setaffinity((pid_t)atol(e->d_name), sizeof set, &set) != 0 && errno != ESRCH)
+      die("sched_setaffinity %s: %s", e->d_name, strerror(errno));
+  }
+  closedir(d);
+}
 
 /* Nanoseconds the main thread of `pid` has run (schedstat), or 0 when unknown. */
 static uint64_t cpu_ns(long pid) {
@@ -80,6 +106,7 @@ static void parse(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--reads")) o->reads = atol(v);
     else if (!strcmp(a, "--pid")) daemon_pid = atol(v);
     else if (!strcmp(a, "--floor-first")) floor_first = atoi(v);
+    else if (!strcmp(a, "--cpu")) pin_cpu = atoi(v);
     else if (!strcmp(a, "--depth")) {
       depth = atol(v);
       if (depth < 1 || depth > 64) die("--depth must be 1..64");
@@ -490,6 +517,10 @@ int main(int argc, char **argv) {
   options o;
   parse(argc, argv, &o);
   if (o.runs <= 0) die("--runs must be positive");
+  if (pin_cpu >= 0) { /* before the floor peer is forked: it inherits the affinity */
+    pin(0, pin_cpu);
+    if (daemon_pid) pin(daemon_pid, pin_cpu);
+  }
   const char *c = argv[1];
   if (!strcmp(c, "rtt")) cmd_rtt(&o);
   else if (!strcmp(c, "posted")) cmd_stream(&o, 0);
