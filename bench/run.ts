@@ -7,6 +7,10 @@
  *   --runs N     runs per figure (default 9)
  *   --only LIST  comma-separated suites: socket, startup, mapped, scrub
  *   --out DIR    where the results go
+ *
+ * As root it grows the 2 MiB huge page pool for the scrub figure on huge pages
+ * and gives the pages back (the tests' lock and increments); otherwise that
+ * figure is left out.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';

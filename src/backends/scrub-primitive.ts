@@ -1,11 +1,14 @@
 import { native } from '../native/native.js';
 
 /**
- * Bytes mapped at a time when zeroing through a mapping. Measured on 4 KiB
- * shmem pages (bench/NOTES.md): from 16 MiB up the window size hardly matters,
- * and a small one keeps each blocking step short.
+ * Bytes mapped at a time when zeroing through a mapping. Each window costs a
+ * mapping set up and torn down (with its TLB shootdown): on 2 MiB huge pages
+ * 16 MiB windows ran at 28 GB/s, 64 MiB at 48, 256 MiB at 60 and 1 GiB at 60;
+ * on 4 KiB pages the size hardly mattered (bench/NOTES.md). The scrub yields to
+ * the event loop between calls, so a window is also its longest blocking step
+ * (about 5 ms at that speed).
  */
-export const ZERO_MAP_WINDOW = 16 * 1024 * 1024;
+export const ZERO_MAP_WINDOW = 256 * 1024 * 1024;
 
 /**
  * Writes zeros over [offset, offset + length) of `fd` through shared mappings,

@@ -61,7 +61,7 @@ describe('npm run bench -- --quick', () => {
       'posted-write', 'write-multi', 'dma-churn',
       'startup-1g', 'startup-64g', 'startup-512g', 'rss-1g', 'rss-64g', 'rss-512g',
       'mapped-read', 'mapped-write',
-      'scrub-fill', 'scrub-fill-vs-c', 'scrub-punch',
+      'scrub-fill', 'scrub-fill-huge', 'scrub-fill-vs-c', 'scrub-fill-huge-vs-c', 'scrub-punch',
     ]);
     for (const f of result.figures) {
       for (const s of [f.daemon, f.floor, f.ratio]) {
@@ -74,7 +74,7 @@ describe('npm run bench -- --quick', () => {
       expect(f.floorLabel.length).toBeGreaterThan(10);
     }
     const targets = result.figures.filter((f) => f.target).map((f) => f.id);
-    expect(targets).toEqual(expect.arrayContaining(['rtt-config', 'dma-churn', 'startup-512g', 'rss-512g', 'mapped-read', 'mapped-write', 'scrub-fill']));
+    expect(targets).toEqual(expect.arrayContaining(['rtt-config', 'dma-churn', 'startup-512g', 'rss-512g', 'mapped-read', 'mapped-write', 'scrub-fill', 'scrub-fill-huge']));
   });
 
   it('prints the markdown table and writes it, one row per figure', () => {
@@ -83,7 +83,7 @@ describe('npm run bench -- --quick', () => {
     expect(md).toMatch(/^Machine: .+ cores/m);
     expect(md).toContain('| Figure | Unit | Daemon | Floor | Daemon / floor | Target |');
     const rows = md.split('\n').filter((l) => /^\| (Trapped|Posted|REGION|DMA|Start-up|Resident|BAR2|Scrub)/.test(l));
-    expect(rows).toHaveLength(18);
+    expect(rows).toHaveLength(20);
     for (const row of rows) expect(row.split('|')).toHaveLength(8);
   });
 
@@ -91,8 +91,8 @@ describe('npm run bench -- --quick', () => {
     const svg = fs.readFileSync(path.join(out, 'bench.svg'), 'utf8');
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
-    // two bars per figure (daemon, floor) plus the legend's two swatches
-    expect(svg.match(/<rect x="\d+(\.\d+)?" y="\d+(\.\d+)?" width="[\d.]+" height="14"/g)).toHaveLength(36);
+    // two bars per figure (daemon, floor); the legend's swatches are smaller
+    expect(svg.match(/<rect x="\d+(\.\d+)?" y="\d+(\.\d+)?" width="[\d.]+" height="14"/g)).toHaveLength(40);
     // every text is escaped and every element closed
     expect(svg.match(/<text\b/g)?.length).toBe(svg.match(/<\/text>/g)?.length);
     expect(svg).not.toMatch(/<text[^>]*>[^<]*[<>&](?!amp;|lt;|gt;)[^<]*<\/text>/);
