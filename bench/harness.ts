@@ -42,6 +42,10 @@ export function buildHarness(log: (line: string) => void): string {
     stdio: 'inherit',
   });
   fs.renameSync(tmp, bin);
+  // binaries of earlier sources are of no further use
+  for (const f of fs.readdirSync(cacheDir)) {
+    if (f.startsWith('harness-') && path.join(cacheDir, f) !== bin) fs.rmSync(path.join(cacheDir, f), { force: true });
+  }
   return bin;
 }
 
