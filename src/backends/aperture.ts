@@ -145,7 +145,8 @@ function openAnonymous(opts: ApertureOptions, sysfs: string): Aperture {
     if (huge === undefined) {
       if (opts.numaNode !== undefined) bindShmem(fd, opts.base, end, opts.pageSize, opts.numaNode);
       sealSize(fd);
-      return wrap({ kind: 'memfd', path: null, numaNode: opts.numaNode ?? null, pageSize: opts.pageSize, cacheable: true }, fd, new FdMemory(fd, opts.base, size));
+      // sealed, so trapped accesses can copy from a mapping: a pread/pwrite would cost more than the access
+      return wrap({ kind: 'memfd', path: null, numaNode: opts.numaNode ?? null, pageSize: opts.pageSize, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, opts.pageSize));
     }
     prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, 'anonymous memory');
     sealSize(fd);

@@ -1,5 +1,6 @@
 import { native } from '../native/native.js';
 import type { Aperture } from './aperture.js';
+import { zeroThroughMapping } from './scrub-primitive.js';
 
 export type ScrubMode = 'never' | 'on-release' | 'on-start';
 export const SCRUB_MODES: readonly ScrubMode[] = ['never', 'on-release', 'on-start'];
@@ -51,17 +52,4 @@ export async function scrubAperture(
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
   return 'done';
-}
-
-/** Zeroes [offset, offset + len) through a mapping aligned to the backing's page (huge page, device-dax alignment). */
-function zeroThroughMapping(fd: number, offset: number, len: number, page: number): void {
-  const start = offset - (offset % page);
-  const end = offset + len;
-  const mapLen = end - start + ((page - (end % page)) % page);
-  const map = native.mmap(fd, mapLen, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, start);
-  try {
-    native.fillMemory(map, offset - start, len, 0);
-  } finally {
-    native.munmap(map);
-  }
 }

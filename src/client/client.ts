@@ -62,7 +62,7 @@ export class VfioUserClient {
 
   private constructor(fd: number) {
     this.conn = new Connection(fd, null, {
-      onMessage: (header, buf, fds) => this.onReply(header, buf, fds),
+      onMessage: (header, buf, at, fds) => this.onReply(header, buf, at, fds),
       onClose: (reason) => {
         this.closedReason = reason;
         for (const w of this.waiters.splice(0)) w.reject(new Error(`connection closed: ${reason}`));
@@ -169,7 +169,7 @@ export class VfioUserClient {
     await this.request(encodeDeviceReset(this.id()));
   }
 
-  private onReply(header: Header, buf: Buffer, fds: number[]): void {
+  private onReply(header: Header, buf: Buffer, at: number, fds: number[]): void {
     const w = this.waiters.shift();
     const taken = fds.splice(0, fds.length);
     if (!w) {
@@ -188,7 +188,7 @@ export class VfioUserClient {
     }
     w.resolve({
       header: { ...header },
-      payload: Buffer.from(buf.subarray(HEADER_SIZE, header.size)),
+      payload: Buffer.from(buf.subarray(at + HEADER_SIZE, at + header.size)),
       fds: taken,
     });
   }

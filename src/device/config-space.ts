@@ -61,6 +61,11 @@ export class ConfigSpace implements DeviceConfig {
 
   /** Caller has checked that [offset, offset+count) lies inside the space. */
   read(offset: number, dst: Uint8Array, dstOffset: number, count: number): void {
+    // Register-sized reads copy byte by byte: Buffer#copy would allocate a view per call.
+    if (count <= 8) {
+      for (let i = 0; i < count; i++) dst[dstOffset + i] = this.bytes[offset + i]!;
+      return;
+    }
     this.bytes.copy(dst, dstOffset, offset, offset + count);
   }
 

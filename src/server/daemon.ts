@@ -303,7 +303,7 @@ export class Daemon {
       fd,
       peer,
       {
-        onMessage: (h, buf, fds) => session.onMessage(h, buf, fds),
+        onMessage: (h, buf, at, fds) => session.onMessage(h, buf, at, fds),
         onClose: (reason, error) => session.onClose(reason, error),
       },
       this.opts.limits ?? DEFAULT_LIMITS,

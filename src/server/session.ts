@@ -34,6 +34,8 @@ import {
   encodeRegionInfoReply,
   encodeVersion,
   regionInfoSize,
+  writeEchoReply,
+  writeEmptyReply,
   writeErrorReply,
   writeRegionReadReply,
   writeRegionWriteReply,
@@ -84,7 +86,7 @@ export class Session implements MessageSink {
   }
 
   /** Returns a promise only while a command waits (a reset waiting for the device); reading pauses until then. */
-  onMessage(h: Header, buf: Buffer, fds: number[]): void | Promise<void> {
+  onMessage(h: Header, buf: Buffer, at: number, fds: number[]): void | Promise<void> {
     this.counters.countMessage(h.command);
     const noReply = (h.flags & Flag.NO_REPLY) !== 0;
     try {
@@ -95,7 +97,7 @@ export class Session implements MessageSink {
       if (!this.negotiated && h.command !== Command.VERSION) {
         throw new WireError(Errno.EINVAL, `${commandName(h.command)} before VERSION`);
       }
-      const pending = this.handle(h, buf, HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
+      const pending = this.handle(h, buf, at + HEADER_SIZE, h.size - HEADER_SIZE, fds, noReply);
       if (pending) {
         const header = { ...h };
         return pending.catch((err: unknown) => this.fail(header, err, noReply));
@@ -204,7 +206,7 @@ export class Session implements MessageSink {
     const fd = fds.length === 1 ? fds[0]! : null;
     this.device.dma.add(m.address, m.size, m.flags, fd, m.offset);
     fds.length = 0; // the table owns the fd now
-    this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
+    if (!noReply) this.channel.send(this.replyBuf, writeEmptyReply(this.replyBuf, h.id, h.command));
   }
 
   private dmaUnmap(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
@@ -219,8 +221,7 @@ export class Session implements MessageSink {
     } else {
       this.device.dma.remove(u.address, u.size);
     }
-    const echo = buf.subarray(at, at + Size.DMA_UNMAP);
-    this.reply(h, encodeEchoReply(h.id, h.command, echo), noReply);
+    if (!noReply) this.channel.send(this.replyBuf, writeEchoReply(this.replyBuf, h.id, h.command, buf, at, Size.DMA_UNMAP));
   }
 
   private deviceInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {

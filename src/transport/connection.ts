@@ -1,6 +1,6 @@
 import { native, type Poller } from '../native/native.js';
 import { HEADER_SIZE } from '../wire/constants.js';
-import { decodeHeader } from '../wire/parser.js';
+import { decodeHeader, readU32 } from '../wire/parser.js';
 import type { Header } from '../wire/messages.js';
 
 export interface PeerCredentials {
@@ -12,11 +12,12 @@ export interface PeerCredentials {
 /** Receives whole messages; `buf` and `header` are only valid during the call. */
 export interface MessageSink {
   /**
+   * The message is `header.size` bytes of `buf` from `at` (the header included).
    * `fds` came with the message and belong to the sink: it keeps what it uses
    * and the connection closes whatever is left in the array afterwards. A
    * returned promise pauses reading until it settles (commands run in order).
    */
-  onMessage(header: Header, buf: Buffer, fds: number[]): void | Promise<void>;
+  onMessage(header: Header, buf: Buffer, at: number, fds: number[]): void | Promise<void>;
   onClose(reason: string, error?: Error): void;
 }
 
@@ -53,25 +54,54 @@ interface Pending {
 
 const CHUNK = 64 * 1024;
 
+/** fds that arrived with the message starting at stream position `at`. */
+interface FdBatch {
+  at: number;
+  fds: number[];
+}
+
 const MAX_FDS = 16;
+/** Receive buffer to start with; grown for larger messages. */
+const INITIAL_BUFFER = 64 * 1024;
+/** Below this much free space at the end, buffered bytes move to the front before a read. */
+const MIN_READ_SPACE = 4096;
 
 /**
- * One vfio-user stream over a connected UNIX socket: frames messages (header,
- * then body, fds taken with the header), sends replies in one sendmsg each,
- * and applies back-pressure and stall timeouts. It knows nothing of commands.
+ * One vfio-user stream over a connected UNIX socket: frames messages, sends
+ * replies in one sendmsg each, and applies back-pressure and stall timeouts.
+ * It knows nothing of commands.
+ *
+ * Framing reads as many bytes as the socket holds with one recvmsg and hands
+ * out whole messages in place from the receive buffer, so a message costs a
+ * single recvmsg. After the replies are sent it reads again until EAGAIN: a
+ * client waiting for a reply usually runs on the same CPU, preempts the daemon
+ * as soon as the reply is sent and has its next request queued by the time the
+ * daemon resumes, which that read then takes without a trip through the event
+ * loop (bench/NOTES.md has the numbers).
+ *
+ * fds: the kernel ends a recvmsg with the segment that carried them, and a
+ * sender attaches them to the sendmsg that starts its message, so they belong
+ * to the last message that starts in the bytes just read (or, if none starts
+ * there, to the message those bytes continue).
  */
 export class Connection {
   private readonly poller: Poller;
-  private recvBuf = Buffer.allocUnsafe(64 * 1024);
+  private recvBuf = Buffer.allocUnsafe(INITIAL_BUFFER);
   private readonly fdScratch = new Int32Array(MAX_FDS + 1);
   private readonly header: Header = { id: 0, command: 0, size: 0, flags: 0, error: 0 };
-  private received = 0;
-  private need = HEADER_SIZE;
-  private fds: number[] = [];
+  /** Buffer index of the next message to hand out, and of the end of received bytes. */
+  private head = 0;
+  private end = 0;
+  /** Stream position of recvBuf[0]: bytes dropped from the front so far. */
+  private base = 0;
+  private readonly fdBatches: FdBatch[] = [];
+  /** Handed to the sink for the (usual) message without fds. */
+  private readonly noFds: number[] = [];
   private readonly outQueue: Pending[] = [];
   private queuedBytes = 0;
   private busy = false;
   private closed = false;
+  private resumeScheduled = false;
   private stallTimer: NodeJS.Timeout | null = null;
   /** Bytes moved either way; a stall timer that finds it changed starts over. */
   private moved = 0;
@@ -124,8 +154,7 @@ export class Connection {
     this.closed = true;
     this.clearStall();
     this.poller.close();
-    this.closeFds(this.fds);
-    this.fds = [];
+    for (const b of this.fdBatches.splice(0)) this.closeFds(b.fds);
     // Queued fds are the daemon's own (region fds), not the client's: they stay open.
     this.outQueue.length = 0;
     this.queuedBytes = 0;
@@ -175,8 +204,10 @@ export class Connection {
       if (head.start < head.end) break;
       this.outQueue.shift();
     }
-    if (this.outQueue.length === 0 && this.received === 0) this.clearStall();
+    if (this.outQueue.length === 0 && !this.midMessage()) this.clearStall();
     this.updatePolling();
+    // Messages left buffered while replies were backed up can go on now.
+    if (this.queuedBytes <= this.limits.highWaterBytes && this.hasWholeMessage()) this.readMessages();
   }
 
   private onEvents(status: number, events: number): void {
@@ -190,45 +221,93 @@ export class Connection {
     if (!this.closed && events & (native.READABLE | native.DISCONNECT)) this.readMessages();
   }
 
+  /** Hands out buffered whole messages, reading more until the socket is empty. */
   private readMessages(): void {
-    for (let handled = 0; handled < this.limits.batch && !this.closed && !this.busy; ) {
-      if (this.queuedBytes > this.limits.highWaterBytes) break;
+    let handled = 0;
+    while (!this.closed && !this.busy && this.queuedBytes <= this.limits.highWaterBytes) {
+      const size = this.wholeMessageSize();
+      if (size < 0) return; // framing error: closed
+      if (size > 0) {
+        if (handled === this.limits.batch) {
+          this.resumeSoon();
+          break;
+        }
+        handled++;
+        this.dispatch(size);
+        continue;
+      }
       const n = this.receive();
-      if (n < 0) break; // EAGAIN
+      if (n < 0) break; // EAGAIN, or closed for too many fds
       if (n === 0) {
-        this.close(this.received > 0 ? 'peer closed mid-message' : 'peer closed');
+        this.close(this.end > this.head ? 'peer closed mid-message' : 'peer closed');
         return;
       }
-      if (this.received < this.need) continue;
-      if (this.need === HEADER_SIZE) {
-        decodeHeader(this.recvBuf, 0, this.header);
-        const size = this.header.size;
-        if (size < HEADER_SIZE || size > this.limits.maxMessageSize) {
-          this.close(`message size ${size} outside ${HEADER_SIZE}..${this.limits.maxMessageSize}: stream cannot be framed`);
-          return;
-        }
-        if (size > this.recvBuf.length) this.recvBuf = Buffer.allocUnsafe(size);
-        this.need = size;
-        if (this.received < size) continue;
-      }
-      handled++;
-      this.dispatch();
     }
     if (!this.closed) {
-      if (this.received > 0) this.armStall();
+      if (this.midMessage()) this.armStall();
       else if (this.outQueue.length === 0) this.clearStall();
       this.updatePolling();
     }
   }
 
-  /** One recvmsg for the rest of the current header or body; -1 on EAGAIN. */
+  /**
+   * Size of the whole message at `head`, 0 if it is not all here yet, -1 after
+   * closing for a size that cannot be framed. Makes room for a large message.
+   */
+  private wholeMessageSize(): number {
+    const avail = this.end - this.head;
+    if (avail < HEADER_SIZE) return 0;
+    const size = readU32(this.recvBuf, this.head + 4);
+    if (size < HEADER_SIZE || size > this.limits.maxMessageSize) {
+      this.close(`message size ${size} outside ${HEADER_SIZE}..${this.limits.maxMessageSize}: stream cannot be framed`);
+      return -1;
+    }
+    if (avail >= size) return size;
+    if (this.head + size > this.recvBuf.length) this.makeRoom(size);
+    return 0;
+  }
+
+  private hasWholeMessage(): boolean {
+    const avail = this.end - this.head;
+    return avail >= HEADER_SIZE && avail >= readU32(this.recvBuf, this.head + 4);
+  }
+
+  /** Part of a message has come and the rest has not. */
+  private midMessage(): boolean {
+    return this.end > this.head && !this.hasWholeMessage();
+  }
+
+  /** Moves the buffered bytes to the front, into a bigger buffer if `need` does not fit. */
+  private makeRoom(need: number): void {
+    const pending = this.end - this.head;
+    if (need > this.recvBuf.length) {
+      const bigger = Buffer.allocUnsafe(need);
+      this.recvBuf.copy(bigger, 0, this.head, this.end);
+      this.recvBuf = bigger;
+    } else {
+      this.recvBuf.copyWithin(0, this.head, this.end);
+    }
+    this.base += this.head;
+    this.head = 0;
+    this.end = pending;
+  }
+
+  /** One recvmsg into the free end of the buffer; -1 on EAGAIN or after closing. */
   private receive(): number {
+    if (this.head === this.end) {
+      this.base += this.head;
+      this.head = this.end = 0;
+    } else if (this.recvBuf.length - this.end < MIN_READ_SPACE && this.head > 0) {
+      this.makeRoom(0);
+    }
+    const at = this.end;
+    const want = this.recvBuf.length - at;
     let n: number;
     try {
-      n = native.recvMsg(this.fd, this.recvBuf, this.received, this.need - this.received, this.fdScratch);
+      n = native.recvMsg(this.fd, this.recvBuf, at, want, this.fdScratch);
     } catch (err) {
       this.close(`receive failed: ${(err as Error).message}`, err as Error);
-      return 0;
+      return -1;
     }
     const nfds = this.fdScratch[0]!;
     if (nfds < 0) {
@@ -236,27 +315,54 @@ export class Connection {
       this.close('too many file descriptors in one message');
       return -1;
     }
-    for (let i = 1; i <= nfds; i++) this.fds.push(this.fdScratch[i]!);
-    this.fdScratch[0] = 0;
-    if (this.fds.length > MAX_FDS) {
-      this.close('too many file descriptors for one message');
-      return -1;
-    }
     if (n > 0) {
-      this.received += n;
+      this.end += n;
       this.moved += n;
+    }
+    if (nfds > 0) {
+      const fds: number[] = [];
+      for (let i = 1; i <= nfds; i++) fds.push(this.fdScratch[i]!);
+      this.fdScratch[0] = 0;
+      this.keepFds(fds, n > 0 ? this.end : at + 1);
+      if (this.closed) return -1;
     }
     return n;
   }
 
-  private dispatch(): void {
-    const fds = this.fds;
-    this.fds = fds.length === 0 ? fds : [];
-    this.received = 0;
-    this.need = HEADER_SIZE;
+  /**
+   * Files fds that came with the bytes just read, up to `to`, under their
+   * message: the last one starting before `to` (one starting in those bytes,
+   * or else the one they continue).
+   */
+  private keepFds(fds: number[], to: number): void {
+    let owner = this.head;
+    for (let pos = this.head; pos < to; ) {
+      owner = pos;
+      if (pos + HEADER_SIZE > this.end) break;
+      const size = readU32(this.recvBuf, pos + 4);
+      if (size < HEADER_SIZE) break; // framing fails when this message comes up
+      pos += size;
+    }
+    const at = this.base + owner;
+    const last = this.fdBatches[this.fdBatches.length - 1];
+    let count = fds.length;
+    if (last && last.at === at) {
+      for (const fd of fds) last.fds.push(fd);
+      count = last.fds.length;
+    } else {
+      this.fdBatches.push({ at, fds });
+    }
+    if (count > MAX_FDS) this.close('too many file descriptors for one message');
+  }
+
+  private dispatch(size: number): void {
+    const at = this.head;
+    this.head += size;
+    decodeHeader(this.recvBuf, at, this.header);
+    const fds = this.takeFds(this.base + at);
     let result: void | Promise<void>;
     try {
-      result = this.sink.onMessage(this.header, this.recvBuf, fds);
+      result = this.sink.onMessage(this.header, this.recvBuf, at, fds);
     } catch (err) {
       this.closeFds(fds);
       this.close(`handler failed: ${(err as Error).message}`, err as Error);
@@ -280,6 +386,30 @@ export class Connection {
       return;
     }
     if (fds.length > 0) this.closeFds(fds);
+  }
+
+  /** The fds of the message at stream position `at`; the sink may take them out of the array. */
+  private takeFds(at: number): number[] {
+    // Emptied only when a sink left something in it: setting length goes through the runtime.
+    if (this.noFds.length !== 0) this.noFds.length = 0;
+    if (this.fdBatches.length === 0) return this.noFds;
+    let fds = this.noFds;
+    while (this.fdBatches.length > 0 && this.fdBatches[0]!.at <= at) {
+      const b = this.fdBatches.shift()!;
+      if (b.at === at) fds = b.fds;
+      else this.closeFds(b.fds); // not expected: every batch is filed under a message start
+    }
+    return fds;
+  }
+
+  /** Goes on with buffered messages after the event loop has had its turn. */
+  private resumeSoon(): void {
+    if (this.resumeScheduled) return;
+    this.resumeScheduled = true;
+    setImmediate(() => {
+      this.resumeScheduled = false;
+      if (!this.closed) this.readMessages();
+    });
   }
 
   private closeFds(fds: number[]): void {
@@ -309,12 +439,12 @@ export class Connection {
     this.movedAtArm = this.moved;
     this.stallTimer = setTimeout(() => {
       this.stallTimer = null;
-      if (this.closed || (this.received === 0 && this.outQueue.length === 0)) return;
+      if (this.closed || (!this.midMessage() && this.outQueue.length === 0)) return;
       if (this.moved !== this.movedAtArm) {
         this.armStall(); // bytes moved meanwhile: not stalled
         return;
       }
-      if (this.received > 0) this.close(`client stalled mid-message for ${this.limits.stallTimeoutMs} ms`);
+      if (this.midMessage()) this.close(`client stalled mid-message for ${this.limits.stallTimeoutMs} ms`);
       else this.close(`client left ${this.queuedBytes} reply bytes unread for ${this.limits.stallTimeoutMs} ms`);
     }, this.limits.stallTimeoutMs);
     this.stallTimer.unref();

@@ -162,6 +162,19 @@ export function writeRegionWriteReply(buf: Uint8Array, id: number, offset: numbe
   return size;
 }
 
+/** An empty reply into a caller's buffer (the DMA churn of a booting VM allocates nothing); returns its size. */
+export function writeEmptyReply(buf: Uint8Array, id: number, command: number): number {
+  writeHeader(buf, 0, id, command, HEADER_SIZE, MsgType.REPLY);
+  return HEADER_SIZE;
+}
+
+/** A reply echoing `length` bytes of `src` from `srcAt`, into a caller's buffer; returns its size. */
+export function writeEchoReply(buf: Uint8Array, id: number, command: number, src: Uint8Array, srcAt: number, length: number): number {
+  writeHeader(buf, 0, id, command, HEADER_SIZE + length, MsgType.REPLY);
+  for (let i = 0; i < length; i++) buf[HEADER_SIZE + i] = src[srcAt + i]!;
+  return HEADER_SIZE + length;
+}
+
 /** A reply with an empty payload (DMA_MAP, SET_IRQS, DEVICE_RESET). */
 export function encodeEmptyReply(id: number, command: number): Buffer {
   return message(command, id, 0, MsgType.REPLY);

@@ -21,8 +21,8 @@ export class RawPeer {
 
   private constructor(readonly fd: number) {
     this.conn = new Connection(fd, null, {
-      onMessage: (header, buf, fds) => {
-        this.inbox.push({ header: { ...header }, payload: Buffer.from(buf.subarray(HEADER_SIZE, header.size)), fds: fds.splice(0) });
+      onMessage: (header, buf, at, fds) => {
+        this.inbox.push({ header: { ...header }, payload: Buffer.from(buf.subarray(at + HEADER_SIZE, at + header.size)), fds: fds.splice(0) });
         this.wake?.();
       },
       onClose: (reason) => {
