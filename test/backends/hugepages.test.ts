@@ -8,6 +8,7 @@ import { scrubAperture } from '../../src/backends/scrub.js';
 import { MemoryBar } from '../../src/device/memory-bar.js';
 import { native } from '../../src/native/native.js';
 import { mountHugetlbfs, poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
+import { fakeSysfs } from '../helpers/fake-sysfs.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -28,16 +29,13 @@ function kernelPageSize(name: string): number {
 describe('huge page sizes and pools (fake sysfs)', () => {
   let root: string;
   beforeEach(() => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-sysfs-'));
-    const put = (p: string, v: string) => {
-      fs.mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
-      fs.writeFileSync(path.join(root, p), v + '\n');
-    };
-    put('kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', '10');
-    put('kernel/mm/hugepages/hugepages-2048kB/free_hugepages', '6');
-    put('kernel/mm/hugepages/hugepages-2048kB/resv_hugepages', '2');
-    put('devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages', '4');
-    put('devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages', '3');
+    root = fakeSysfs({
+      'kernel/mm/hugepages/hugepages-2048kB/nr_hugepages': '10',
+      'kernel/mm/hugepages/hugepages-2048kB/free_hugepages': '6',
+      'kernel/mm/hugepages/hugepages-2048kB/resv_hugepages': '2',
+      'devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages': '4',
+      'devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages': '3',
+    });
   });
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 

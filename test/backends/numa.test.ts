@@ -7,6 +7,7 @@ import { checkNumaNode, nodeFreeBytes, nodesWithMemory } from '../../src/backend
 import { parseNodeList } from '../../src/backends/sysfs.js';
 import { native } from '../../src/native/native.js';
 import { poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
+import { fakeSysfs } from '../helpers/fake-sysfs.js';
 
 const MiB = 1024 * 1024;
 const page = native.pageSize();
@@ -34,16 +35,13 @@ function nodesOf(map: ArrayBuffer, length: number, stride: number): number[] {
 describe('NUMA nodes from sysfs (fake tree)', () => {
   let root: string;
   beforeEach(() => {
-    root = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-sysfs-'));
-    const put = (p: string, v: string) => {
-      fs.mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
-      fs.writeFileSync(path.join(root, p), v + '\n');
-    };
-    put('devices/system/node/has_memory', '0,2-3');
-    put('devices/system/node/node0/meminfo', 'Node 0 MemTotal:       8000000 kB\nNode 0 MemFree:         1024 kB\nNode 0 MemUsed:  7998976 kB');
-    put('devices/system/node/node1/cpulist', '0-71');
-    put('devices/system/node/node2/meminfo', 'Node 2 MemFree:  99999999 kB');
-    put('devices/system/node/node3/meminfo', 'garbage');
+    root = fakeSysfs({
+      'devices/system/node/has_memory': '0,2-3',
+      'devices/system/node/node0/meminfo': 'Node 0 MemTotal:       8000000 kB\nNode 0 MemFree:         1024 kB\nNode 0 MemUsed:  7998976 kB',
+      'devices/system/node/node1/cpulist': '0-71',
+      'devices/system/node/node2/meminfo': 'Node 2 MemFree:  99999999 kB',
+      'devices/system/node/node3/meminfo': 'garbage',
+    });
   });
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 
