@@ -242,14 +242,11 @@ export async function serve(opts: ServeOptions): Promise<number> {
   notifier.startWatchdog();
   const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
   process.on('SIGUSR1', onUsr1);
+  // The handlers stay for good: a second SIGTERM (timeout(1) sends two) must not
+  // kill a shutdown in progress with Node's default action.
   await new Promise<void>((resolve) => {
-    const onSignal = () => {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', () => resolve());
+    process.on('SIGINT', () => resolve());
   });
   notifier.stopping();
   process.off('SIGUSR1', onUsr1);
