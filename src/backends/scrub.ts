@@ -1,6 +1,7 @@
 import { native } from '../native/native.js';
 import type { Aperture } from './aperture.js';
 import { zeroThroughMapping } from './scrub-primitive.js';
+import { WindowedMemory } from './windowed-memory.js';
 
 export type ScrubMode = 'never' | 'on-release' | 'on-start';
 export const SCRUB_MODES: readonly ScrubMode[] = ['never', 'on-release', 'on-start'];
@@ -16,10 +17,11 @@ const WINDOW = 256 * 1024 * 1024;
 /**
  * Zeroes the aperture's memory so the next tenant cannot read the previous
  * one's data. File-like backings (memfd, tmpfs, hugetlbfs) get their pages
- * released with a hole punch, which reads back as zeros and frees the memory;
- * device memory (/dev/mem, DAX) is written with zeros through a mapping, one
- * window at a time, yielding to the event loop between windows so signals and
- * timers keep working.
+ * released with a hole punch, which reads back as zeros and frees the memory.
+ * Huge pages and device-dax are written with zeros through the mappings the
+ * daemon keeps of them, so only the first scrub pays for the page tables;
+ * /dev/mem through a temporary mapping per window. Either way the work goes in
+ * steps, yielding to the event loop between them so signals and timers keep working.
  */
 export async function scrubAperture(
   aperture: Aperture,
@@ -44,6 +46,8 @@ export async function scrubAperture(
         punch = false;
         continue;
       }
+    } else if (aperture.memory instanceof WindowedMemory) {
+      aperture.memory.fill(done, len, 0);
     } else {
       zeroThroughMapping(fd, fdOffset + done, len, granularity);
     }
