@@ -71,10 +71,7 @@ async function main(): Promise<void> {
     if (only.includes('startup')) figures.push(...startupSuite(ctx));
     const memory = path.join(shmDir, 'aperture');
     if (only.includes('mapped')) figures.push(...(await mappedSuite(ctx, memory)));
-    if (only.includes('scrub')) {
-      if (!fs.existsSync(memory)) fs.writeFileSync(memory, '');
-      figures.push(...(await scrubSuite(ctx, memory)));
-    }
+    if (only.includes('scrub')) figures.push(...(await scrubSuite(ctx)));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
     fs.rmSync(shmDir, { recursive: true, force: true });

@@ -51,7 +51,7 @@ const TRAPPED_TARGETS = [
   { id: 'rtt-bar0', title: 'Trapped 4-byte read: BAR0 register', region: 0, offset: 16 * MiB - 64 * 1024 },
 ];
 const SOCKET_FLOOR =
-  'the same C client against a C peer that frames and answers each message, over a socketpair between two processes; client, peer and daemon pinned to one CPU';
+  'the same C client against a C peer that frames and answers each message, over a socketpair between two processes; both wait for data in poll() before reading, as QEMU\'s event-driven client does; client, peer and daemon pinned to one CPU';
 
 async function withDaemon<T>(ctx: Context, name: string, args: string[], body: (d: DaemonProcess) => T): Promise<T> {
   const d = DaemonProcess.start(ctx.dir, name, args);
@@ -142,6 +142,31 @@ export async function socketSuite(ctx: Context): Promise<Figure[]> {
       };
       return f;
     });
+
+    // The same read with a client that blocks in recvmsg instead of waiting for
+    // readiness: no target, it shows what the spurious wake-up costs (bench/NOTES.md).
+    ctx.log('trapped round trips, blocking client');
+    const blocking = concatRuns(
+      Array.from({ length: cfg.runs }, (_, r) =>
+        runHarness<RttOut>(ctx.harness, ['rtt', ...pinned, '--wait', 'block', '--iters', String(cfg.rttIters), '--floor-first', String(r % 2), '--target', '7:0:4'], 'rtt').targets[0]!,
+      ),
+    );
+    const blockingFigure = figure(
+      {
+        id: 'rtt-config-blocking-client',
+        title: 'Trapped 4-byte read: config space, client blocking in recvmsg',
+        unit: 'µs',
+        better: 'lower',
+        floorLabel: `as above, with client and C peer blocking in recvmsg instead of waiting in poll`,
+      },
+      us(blocking.daemon_ns),
+      us(blocking.floor_ns),
+    );
+    blockingFigure.detail = {
+      daemon_cpu_us_per_request: summarize(us(blocking.daemon_cpu_ns)),
+      floor_cpu_us_per_request: summarize(us(blocking.floor_cpu_ns)),
+    };
+    figures.push(blockingFigure);
 
     ctx.log('posted writes');
     const bar0Reg = String(16 * MiB - 64 * 1024);
@@ -276,131 +301,150 @@ interface MemsetOut {
 }
 
 /** The parts of the daemon the scrub bench runs in-process (dist/, loaded at run time). */
-interface ScrubPrimitive {
-  zeroThroughMapping(fd: number, offset: number, length: number, granularity: number, window?: number): void;
+interface ApertureModule {
+  openAperture(opts: { size: number; base: number; pageSize: number; hugePageSize?: number }): {
+    memory: { fd: number };
+    close(): void;
+  };
+}
+interface ScrubModule {
+  scrubAperture(aperture: unknown): Promise<'done' | 'stopped'>;
+}
+interface WindowedModule {
+  WindowedMemory: new (fd: number, fdOffset: number, size: number, granularity: number) => {
+    fill(offset: number, length: number, byte: number): void;
+    close(): void;
+  };
 }
 interface NativeMemory {
   native: {
-    fallocatePunchHole(fd: number, offset: number, length: number): void;
     pageSize(): number;
-    memfdCreate(name: string, flags: number): number;
-    closeFd(fd: number): void;
-    readonly MFD_HUGETLB: number;
-    readonly MFD_HUGE_2MB: number;
   };
 }
 
 const HUGE_PAGE = 2 * MiB;
 
 interface ScrubRuns {
-  fill: number[];
+  /** The first scrub of an aperture after the daemon opened it. */
+  first: number[];
+  /** A later scrub (the next tenant's), the daemon's mappings already in place. */
+  steady: number[];
+  /** C memset of the same memory, mapped and faulted in, before each scrub. */
   inPlace: number[];
-  cWindowed: number[];
-  punch: number[];
 }
 
 /**
- * Alternates, run by run: C (which populates the memory as a tenant leaves it,
- * then times memset on its mapping and through windows), the primitive, and
- * (for shmem) a hole punch, which frees the pages the next run populates again.
+ * Per run: a fresh aperture; C writes the memory as a tenant leaves it and
+ * times memset on its own mapping (the floor); the daemon scrubs it; then the
+ * same again for the next tenant, whose scrub finds the daemon's mappings kept.
  */
-async function scrubRuns(ctx: Context, memoryPath: string, fd: number, granularity: number, punch: (() => void) | null): Promise<ScrubRuns> {
+async function scrubRuns(ctx: Context, open: () => { fd: number; scrub: () => Promise<void>; close: () => void }): Promise<ScrubRuns> {
   const { cfg } = ctx;
-  const primitive = (await import(distModule('backends/scrub-primitive.js'))) as ScrubPrimitive;
   const size = cfg.scrubBytes;
-  const out: ScrubRuns = { fill: [], inPlace: [], cWindowed: [], punch: [] };
+  const out: ScrubRuns = { first: [], steady: [], inPlace: [] };
+  const timed = async (scrub: () => Promise<void>) => {
+    const t0 = process.hrtime.bigint();
+    await scrub();
+    return size / Number(process.hrtime.bigint() - t0);
+  };
   for (let r = 0; r < cfg.runs; r++) {
-    const c = runHarness<MemsetOut>(ctx.harness, ['memset', '--path', memoryPath, '--bytes', String(size), '--runs', '1', '--entries', String(cfg.scrubWindow)], 'memset');
-    out.inPlace.push(c.in_place_gbps[0]!);
-    out.cWindowed.push(c.windowed_gbps[0]!);
-    let t0 = process.hrtime.bigint();
-    primitive.zeroThroughMapping(fd, 0, size, granularity, cfg.scrubWindow);
-    out.fill.push(size / Number(process.hrtime.bigint() - t0));
-    if (punch) {
-      t0 = process.hrtime.bigint();
-      punch();
-      out.punch.push(size / Number(process.hrtime.bigint() - t0));
+    const ap = open();
+    try {
+      const path = `/proc/${process.pid}/fd/${ap.fd}`;
+      for (const series of [out.first, out.steady]) {
+        const c = runHarness<MemsetOut>(ctx.harness, ['memset', '--path', path, '--bytes', String(size), '--runs', '1', '--entries', String(cfg.scrubWindow)], 'memset');
+        out.inPlace.push(c.in_place_gbps[0]!);
+        series.push(await timed(ap.scrub));
+      }
+    } finally {
+      ap.close();
     }
   }
   return out;
 }
 
-export async function scrubSuite(ctx: Context, memoryPath: string): Promise<Figure[]> {
+/** Every other floor run: the one taken just before the scrub of that kind. */
+function floorsFor(runs: ScrubRuns, which: 0 | 1): number[] {
+  return runs.inPlace.filter((_, i) => i % 2 === which);
+}
+
+export async function scrubSuite(ctx: Context): Promise<Figure[]> {
   const { cfg } = ctx;
   const { native } = (await import(distModule('native/native.js'))) as NativeMemory;
+  const { openAperture } = (await import(distModule('backends/aperture.js'))) as ApertureModule;
+  const { scrubAperture } = (await import(distModule('backends/scrub.js'))) as ScrubModule;
+  const { WindowedMemory } = (await import(distModule('backends/windowed-memory.js'))) as WindowedModule;
   const size = cfg.scrubBytes;
+  const page = native.pageSize();
   const mib = `${size / MiB} MiB`;
-  const window = `${cfg.scrubWindow / MiB} MiB windows`;
-  if (fs.statSync(memoryPath).size < size) fs.truncateSync(memoryPath, size);
-  ctx.log('scrub (4 KiB shmem pages)');
-  const fd = fs.openSync(memoryPath, 'r+');
-  let small: ScrubRuns;
-  try {
-    small = await scrubRuns(ctx, memoryPath, fd, native.pageSize(), () => {
-      for (let at = 0; at < size; at += 256 * MiB) native.fallocatePunchHole(fd, at, Math.min(256 * MiB, size - at));
-    });
-  } finally {
-    fs.closeSync(fd);
-  }
   const figures: Figure[] = [];
-  const fill = figure(
-    { id: 'scrub-fill', title: 'Scrub primitive, 4 KiB shmem pages', unit: 'GB/s', better: 'higher', floorLabel: `C memset of the same ${mib}, already mapped and faulted in` },
-    small.fill,
-    small.inPlace,
-  );
-  fill.target = ratioTarget(fill, 0.9);
-  figures.push(fill);
+  const pair = (runs: ScrubRuns, id: string, title: string, what: string, target: boolean) => {
+    const steady = figure(
+      { id, title: `${title}, next tenant`, unit: 'GB/s', better: 'higher', floorLabel: `C memset of the same ${mib} of ${what}, already mapped and faulted in` },
+      runs.steady,
+      floorsFor(runs, 1),
+    );
+    if (target) steady.target = ratioTarget(steady, 0.9);
+    const first = figure(
+      { id: `${id}-first`, title: `${title}, first scrub after start`, unit: 'GB/s', better: 'higher', floorLabel: `C memset of the same ${mib} of ${what}, already mapped and faulted in` },
+      runs.first,
+      floorsFor(runs, 0),
+    );
+    figures.push(steady, first);
+  };
 
-  // The same on 2 MiB huge pages, the kind of memory the primitive is for (device
-  // memory is mapped in huge pages or whole); the pool is grown for the run.
+  // Huge pages: what device memory is mapped in (device-dax), and --aperture-hugepages.
   const reservation = await reserveHugePages(HUGE_PAGE, Math.ceil(size / HUGE_PAGE) + 1).catch((err: Error) => err.message);
-  let huge: ScrubRuns | null = null;
   if (typeof reservation === 'string') {
     ctx.log(`scrub on huge pages skipped: ${reservation}`);
   } else {
     ctx.log('scrub (2 MiB huge pages)');
     try {
-      const hfd = native.memfdCreate('nvgrace-bench-huge', native.MFD_HUGETLB | native.MFD_HUGE_2MB);
-      try {
-        fs.ftruncateSync(hfd, size);
-        huge = await scrubRuns(ctx, `/proc/${process.pid}/fd/${hfd}`, hfd, HUGE_PAGE, null);
-      } finally {
-        native.closeFd(hfd);
-      }
+      const huge = await scrubRuns(ctx, () => {
+        const ap = openAperture({ size, base: 0, pageSize: page, hugePageSize: HUGE_PAGE });
+        return { fd: ap.memory.fd, scrub: async () => void (await scrubAperture(ap)), close: () => ap.close() };
+      });
+      pair(huge, 'scrub-huge', 'Scrub, 2 MiB huge pages (zeroed in place)', 'huge pages', true);
     } finally {
       await reservation.release();
     }
   }
-  if (huge) {
-    const f = figure(
-      { id: 'scrub-fill-huge', title: 'Scrub primitive, 2 MiB huge pages', unit: 'GB/s', better: 'higher', floorLabel: `C memset of the same ${mib} of huge pages, already mapped and faulted in` },
-      huge.fill,
-      huge.inPlace,
-    );
-    f.target = ratioTarget(f, 0.9);
-    figures.push(f);
-  }
+
+  // 4 KiB pages zeroed in place, as for a device-dax with 4 KiB alignment: the
+  // daemon's windows over a memfd, driven directly (for a memfd it punches holes).
+  ctx.log('scrub (4 KiB pages, zeroed in place)');
+  const small = await scrubRuns(ctx, () => {
+    const ap = openAperture({ size, base: 0, pageSize: page });
+    const mem = new WindowedMemory(ap.memory.fd, 0, size, page);
+    const step = 256 * MiB;
+    return {
+      fd: ap.memory.fd,
+      // the steps and yields of scrubAperture, through fill() where it would punch
+      scrub: async () => {
+        for (let at = 0; at < size; at += step) {
+          mem.fill(at, Math.min(step, size - at), 0);
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+      },
+      close: () => {
+        mem.close();
+        ap.close();
+      },
+    };
+  });
+  pair(small, 'scrub-4k', 'Scrub, 4 KiB pages (zeroed in place)', '4 KiB shmem pages', true);
+
+  // What the daemon does for a memfd or tmpfs aperture: give the pages back.
+  ctx.log('scrub (memfd aperture, hole punch)');
+  const punch = await scrubRuns(ctx, () => {
+    const ap = openAperture({ size, base: 0, pageSize: page });
+    return { fd: ap.memory.fd, scrub: async () => void (await scrubAperture(ap)), close: () => ap.close() };
+  });
   figures.push(
     figure(
-      { id: 'scrub-fill-vs-c', title: 'Scrub primitive vs C doing the same, 4 KiB pages', unit: 'GB/s', better: 'higher', floorLabel: `C mmap (MAP_POPULATE) + memset + munmap of the same memory, ${window}` },
-      small.fill,
-      small.cWindowed,
-    ),
-  );
-  if (huge) {
-    figures.push(
-      figure(
-        { id: 'scrub-fill-huge-vs-c', title: 'Scrub primitive vs C doing the same, 2 MiB pages', unit: 'GB/s', better: 'higher', floorLabel: `C mmap (MAP_POPULATE) + memset + munmap of the same memory, ${window}` },
-        huge.fill,
-        huge.cWindowed,
-      ),
-    );
-  }
-  figures.push(
-    figure(
-      { id: 'scrub-punch', title: 'Scrub by hole punch (memfd/tmpfs backings)', unit: 'GB/s', better: 'higher', floorLabel: `C memset of the same ${mib}, already mapped and faulted in` },
-      small.punch,
-      small.inPlace,
+      { id: 'scrub-punch', title: 'Scrub of a memfd aperture (hole punch: frees the memory)', unit: 'GB/s', better: 'higher', floorLabel: `C memset of the same ${mib} of 4 KiB shmem pages, already mapped and faulted in` },
+      [...punch.first, ...punch.steady],
+      punch.inPlace,
     ),
   );
   return figures;

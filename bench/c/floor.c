@@ -26,6 +26,7 @@ static void serve(int fd) {
     } ctl;
     struct iovec iov = {.iov_base = buf + have, .iov_len = FLOOR_BUF - have};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    wait_readable(fd);
     ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0) {
       if (errno == EINTR) continue;

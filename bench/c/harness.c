@@ -107,6 +107,11 @@ static void parse(int argc, char **argv, options *o) {
     else if (!strcmp(a, "--pid")) daemon_pid = atol(v);
     else if (!strcmp(a, "--floor-first")) floor_first = atoi(v);
     else if (!strcmp(a, "--cpu")) pin_cpu = atoi(v);
+    else if (!strcmp(a, "--wait")) {
+      if (!strcmp(v, "poll")) poll_before_recv = 1;
+      else if (!strcmp(v, "block")) poll_before_recv = 0;
+      else die("--wait poll|block, not %s", v);
+    }
     else if (!strcmp(a, "--depth")) {
       depth = atol(v);
       if (depth < 1 || depth > 64) die("--depth must be 1..64");
@@ -456,6 +461,7 @@ static void cmd_memset(options *o) {
     f[r] = (double)n / (double)(now_ns() - t0);
     w[r] = memset_windows(fd, o->offset, n, window);
   }
+  memset(p, 0x77, n); /* and left written, for the scrub that comes next */
   printf("{\"bytes\":%zu,\"window\":%zu,", n, window);
   print_series("in_place_gbps", f, o->runs, 0);
   print_series("windowed_gbps", w, o->runs, 1);

@@ -3,6 +3,7 @@
 #include "proto.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,9 +101,19 @@ void write_all(int fd, const void *buf, size_t len) {
   }
 }
 
+int poll_before_recv = 1;
+
+void wait_readable(int fd) {
+  if (!poll_before_recv) return;
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  while (poll(&p, 1, -1) < 0)
+    if (errno != EINTR) die("poll: %s", strerror(errno));
+}
+
 void read_exact(int fd, void *buf, size_t len) {
   uint8_t *p = buf;
   while (len > 0) {
+    wait_readable(fd);
     ssize_t n = read(fd, p, len);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -136,6 +147,7 @@ void send_with_fd(int fd, const void *buf, size_t len, int pass_fd) {
 
 /* recvmsg that keeps the first fd received and closes any others. */
 static ssize_t recv_some(int fd, void *buf, size_t len, int *fd_out) {
+  wait_readable(fd);
   union {
     struct cmsghdr align;
     char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];

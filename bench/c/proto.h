@@ -63,6 +63,15 @@ void send_with_fd(int fd, const void *buf, size_t len, int pass_fd);
 /* Reads one whole message (header + body) into buf (cap bytes); returns its size. The
  * first fd received, if any, is stored in *fd_out (else -1). */
 size_t read_message(int fd, uint8_t *buf, size_t cap, int *fd_out);
+/* 1 (the default): wait for a reply with poll(POLLIN) before recvmsg, as an
+ * event-driven client (QEMU) does; 0: block in recvmsg. See wait_readable(). */
+extern int poll_before_recv;
+/* poll(POLLIN) on fd when poll_before_recv is set. A task blocked in recvmsg on a
+ * UNIX stream is also woken each time its peer consumes what it sent (the
+ * write-space wake-up carries no event filter for it), finds nothing and sleeps
+ * again: a spurious switch per message that an event-driven client never sees,
+ * and one that costs a heavier peer more (it is the one preempted). */
+void wait_readable(int fd);
 
 void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 uint64_t now_ns(void);
