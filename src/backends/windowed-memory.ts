@@ -1,5 +1,5 @@
 import type { MemoryBacking } from '../device/memory-bar.js';
-import { MAX_MAPPING_LENGTH, native } from '../native/native.js';
+import { isSyscallError, MAX_MAPPING_LENGTH, native } from '../native/native.js';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -83,8 +83,10 @@ export class WindowedMemory implements MemoryBacking {
         const to = Math.min(w.length, at + n + ((g - ((at + n) % g)) % g));
         try {
           native.populate(w.buffer as ArrayBuffer, from, to - from, true);
-        } catch {
-          // before Linux 5.14 (EINVAL) the memset below faults the pages in itself
+        } catch (err) {
+          // before Linux 5.14 (EINVAL) the memset below faults the pages in itself; any
+          // other failure (a page that cannot be had) is an error here, not a SIGBUS there
+          if (!isSyscallError(err, 'EINVAL')) throw err;
         }
         if (from <= faulted) this.faultedTo[index] = to;
       }

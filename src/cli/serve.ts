@@ -126,6 +126,12 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   }
   const id = device.identity;
   const scrubMode = opts.scrub ?? 'never';
+  const restoreSizes = () => {
+    for (const [backing, restore] of [['aperture', () => aperture.restoreSize()], ['BAR0', () => device.bar0Source?.restoreSize?.() ?? null]] as const) {
+      const found = restore();
+      if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+    }
+  };
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,
     listenFd: opts.listenFd,
@@ -133,14 +139,17 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
     tenantExitTimeoutMs: opts.tenantExitTimeoutMs ?? DEFAULT_TENANT_EXIT_TIMEOUT_MS,
-    onClientGone: () => {
-      for (const [backing, restore] of [['aperture', () => aperture.restoreSize()], ['BAR0', () => device.bar0Source?.restoreSize?.() ?? null]] as const) {
-        const found = restore();
-        if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
-      }
-    },
+    onClientGone: restoreSizes,
     ...(opts.limits ? { limits: opts.limits } : {}),
-    scrub: { mode: scrubMode, run: (progress, stop) => scrubAperture(aperture, progress, stop) },
+    // a tenant process that lives on may have resized the file since it left: zeroing
+    // through a mapping past the end of a file would be a SIGBUS
+    scrub: {
+      mode: scrubMode,
+      run: async (progress, stop) => {
+        restoreSizes();
+        return scrubAperture(aperture, progress, stop);
+      },
+    },
     ...daemonHooks,
   });
   const startListening = () => {

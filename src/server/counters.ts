@@ -17,6 +17,8 @@ export class Counters {
   protocolErrors = 0;
   /** Requests that failed with something other than a protocol error: a bug or an I/O error. */
   internalErrors = 0;
+  /** Scrubs that failed (each is retried; no client is admitted meanwhile). */
+  scrubFailures = 0;
 
   countMessage(command: number): void {
     this.messages[command < COMMAND_SLOTS ? command : 0]!++;
@@ -42,6 +44,7 @@ export class Counters {
     out['connections'] = this.connections;
     out['refused_connections'] = this.refusedConnections;
     out['internal_errors'] = this.internalErrors;
+    out['scrub_failures'] = this.scrubFailures;
     return out;
   }
 }

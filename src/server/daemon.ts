@@ -43,7 +43,12 @@ export interface DaemonOptions {
   tenantExitTimeoutMs?: number;
   /** Called when a client has gone and its maps and eventfds are released (checks on the backing). */
   onClientGone?: () => void;
+  /** Delay before the first retry of a failed scrub (then doubled, up to a minute); default 1 s. */
+  scrubRetryMs?: number;
 }
+
+const SCRUB_RETRY_MS = 1000;
+const SCRUB_RETRY_MAX_MS = 60_000;
 
 interface ActiveClient {
   connection: Connection;
@@ -73,6 +78,9 @@ export class Daemon {
   /** A client held back until `previous` exits. */
   private parked: { fd: number; peer: PeerCredentials | null } | null = null;
   private scrubWhenPreviousExits = false;
+  private scrubRetry: NodeJS.Timeout | null = null;
+  /** Failed scrubs in a row; the retry delay doubles with each. */
+  private scrubFailuresInRow = 0;
 
   constructor(
     readonly device: GpuDevice,
@@ -125,6 +133,8 @@ export class Daemon {
     this.active?.connection.close(reason);
     this.listener?.close();
     this.listener = null;
+    if (this.scrubRetry) clearTimeout(this.scrubRetry);
+    this.scrubRetry = null;
     this.previous?.close(); // a parked client is closed by its waiter
     this.previous = null;
     this.tenant?.close();
@@ -143,6 +153,8 @@ export class Daemon {
   /**
    * Zeroes the memory with the listener paused: a client that connects
    * meanwhile waits in the backlog and is served once the memory is clean.
+   * A scrub that fails keeps the listener paused and is tried again later:
+   * the next tenant must never be handed the last one's data.
    */
   private scrub(why: 'start' | 'release'): void {
     const scrub = this.opts.scrub!;
@@ -153,32 +165,46 @@ export class Daemon {
     this.log.info({ why }, 'scrubbing aperture');
     this.status('scrubbing 0%');
     this.scrubState = { done: 0, total: 0 };
-    this.scrubbing = scrub
-      .run(
-        (p) => {
-          this.scrubState = p;
-          const pct = Math.floor((100 * p.done) / p.total);
-          if (pct !== lastPct) this.status(`scrubbing ${pct}%`);
-          lastPct = pct;
-          if (Date.now() - lastLog > 2000) {
-            lastLog = Date.now();
-            this.log.info({ done: p.done, total: p.total, percent: pct }, 'scrub progress');
-          }
-        },
-        () => this.stopping,
-      )
+    const onProgress = (p: ScrubProgress) => {
+      this.scrubState = p;
+      const pct = Math.floor((100 * p.done) / p.total);
+      if (pct !== lastPct) this.status(`scrubbing ${pct}%`);
+      lastPct = pct;
+      if (Date.now() - lastLog > 2000) {
+        lastLog = Date.now();
+        this.log.info({ done: p.done, total: p.total, percent: pct }, 'scrub progress');
+      }
+    };
+    // started from a promise, so a run() that throws at once fails like one that rejects
+    this.scrubbing = Promise.resolve()
+      .then(() => scrub.run(onProgress, () => this.stopping))
       .then(
         (result) => {
           const ms = Date.now() - started;
+          this.scrubFailuresInRow = 0;
           if (result === 'done') this.log.info({ ms }, 'aperture scrubbed');
           else this.log.warn({ ms }, 'scrub interrupted by shutdown');
+          return true;
         },
-        (err: Error) => this.log.error({ err }, 'scrub failed; the next client may see old memory contents'),
+        (err: Error) => {
+          this.counters.scrubFailures++;
+          this.scrubFailuresInRow++;
+          const retryMs = Math.min(SCRUB_RETRY_MAX_MS, (this.opts.scrubRetryMs ?? SCRUB_RETRY_MS) * 2 ** (this.scrubFailuresInRow - 1));
+          this.log.error({ err, retryMs, failures: this.scrubFailuresInRow }, 'scrub failed; no client is admitted until the memory is clean');
+          this.status(`scrub failed (${err.message}); retrying in ${Math.ceil(retryMs / 1000)} s`);
+          if (!this.stopping) {
+            this.scrubRetry = setTimeout(() => {
+              this.scrubRetry = null;
+              if (!this.stopping) this.scrub(why);
+            }, retryMs);
+          }
+          return false;
+        },
       )
-      .finally(() => {
+      .then((clean) => {
         this.scrubbing = null;
         this.scrubState = null;
-        if (!this.stopping) {
+        if (clean && !this.stopping) {
           this.listener?.resume();
           this.serving();
         }

@@ -118,6 +118,15 @@ export function daemonRegistry(daemon: Daemon, device: DeviceLabels): Registry {
       this.set(daemon.scrubProgress ? 1 : 0);
     },
   });
+  new Counter({
+    name: `${P}scrub_failures_total`,
+    help: 'scrubs that failed; each is retried, and no client is admitted until one succeeds',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(c.scrubFailures);
+    },
+  });
   new Gauge({
     name: `${P}scrub_progress_ratio`,
     help: 'fraction of the aperture zeroed by the scrub in progress (0 when none runs)',

@@ -65,6 +65,7 @@ export function countersSummary(daemon: Daemon): Record<string, number | string>
   out['connections'] = c.connections;
   out['refused_connections'] = c.refusedConnections;
   out['client'] = daemon.client?.peer?.pid ?? (daemon.client ? 'unknown' : 'none');
+  if (c.scrubFailures > 0) out['scrub_failures'] = c.scrubFailures;
   const scrub = daemon.scrubProgress;
   if (scrub) out['scrub_percent'] = scrub.total > 0 ? Math.floor((100 * scrub.done) / scrub.total) : 0;
   return out;

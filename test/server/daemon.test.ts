@@ -1,8 +1,13 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { RequestError, VfioUserClient } from '../../src/client/client.js';
+import { createLogger } from '../../src/log.js';
 import { native } from '../../src/native/native.js';
+import { Daemon } from '../../src/server/daemon.js';
 import { DmaMapFlag, IrqIndex, IrqSetFlag, RegionIndex } from '../../src/wire/constants.js';
+import { makeDevice } from '../device/fakes.js';
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 
 const BAR2 = RegionIndex.BAR2;
@@ -181,5 +186,85 @@ describe('daemon over a real socket', () => {
   it('answers DEVICE_FEATURE with an error', async () => {
     const { encodeDeviceFeature } = await import('../../src/wire/serializer.js');
     await expect(client.request(encodeDeviceFeature(client.id(), 16, (1 << 16) | 1))).rejects.toMatchObject({ errno: 95 });
+  });
+});
+
+describe('a scrub that fails', () => {
+  const stops: (() => void)[] = [];
+  afterEach(() => {
+    for (const s of stops.splice(0)) s();
+  });
+
+  it('admits no client until a retry has cleaned the memory, and counts the failure', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-scrubfail-'));
+    const socket = path.join(dir, 'gpu.sock');
+    const { device } = makeDevice();
+    let attempts = 0;
+    let failing = true;
+    const statuses: string[] = [];
+    let ready = false;
+    const daemon = new Daemon(device, createLogger(process.env['NVGRACE_TEST_LOG'] ?? 'silent'), {
+      socketPath: socket,
+      socketMode: 0o600,
+      scrubRetryMs: 50,
+      onStatus: (s) => statuses.push(s),
+      onReady: () => (ready = true),
+      scrub: {
+        mode: 'on-start',
+        run: async () => {
+          attempts++;
+          if (failing) throw new Error('no memory for the page tables');
+          return 'done';
+        },
+      },
+    });
+    daemon.start();
+    stops.push(() => {
+      daemon.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    // the connection waits in the backlog: VERSION is not answered while the memory is dirty
+    const c = VfioUserClient.connect(socket);
+    stops.unshift(() => c.close());
+    let negotiated = false;
+    const version = c.negotiate().then(() => (negotiated = true));
+    await until(() => attempts >= 3, 'three failed scrubs');
+    expect(negotiated).toBe(false);
+    expect(ready).toBe(false);
+    expect(daemon.counters.scrubFailures).toBeGreaterThanOrEqual(2);
+    expect(statuses.some((s) => /^scrub failed \(no memory for the page tables\); retrying in \d+ s$/.test(s))).toBe(true);
+
+    failing = false;
+    await version;
+    expect(ready).toBe(true);
+    const lastFailure = statuses.findLastIndex((s) => s.startsWith('scrub failed'));
+    expect(statuses.slice(lastFailure + 1)).toEqual(['scrubbing 0%', 'waiting for a client', expect.stringMatching(/^client pid \d+ attached$/)]);
+    expect(daemon.counters.summary()['scrub_failures']).toBe(attempts - 1);
+  });
+
+  it('stops retrying when the daemon stops', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-scrubfail-'));
+    const { device } = makeDevice();
+    let attempts = 0;
+    const daemon = new Daemon(device, createLogger('silent'), {
+      socketPath: path.join(dir, 'gpu.sock'),
+      socketMode: 0o600,
+      scrubRetryMs: 20,
+      scrub: {
+        mode: 'on-start',
+        run: () => {
+          attempts++;
+          throw new Error('fails at once'); // thrown, not rejected: handled the same
+        },
+      },
+    });
+    daemon.start();
+    await until(() => attempts >= 2, 'a retry');
+    daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+    const seen = attempts;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(attempts).toBe(seen);
   });
 });

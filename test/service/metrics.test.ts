@@ -156,6 +156,10 @@ describe('metrics registry', () => {
     m = parseMetrics(await registry.metrics());
     expect(m.get('nvgrace_vfio_user_scrub_in_progress')).toBe(0);
     expect(m.get('nvgrace_vfio_user_scrub_progress_ratio')).toBe(0);
+    expect(m.get('nvgrace_vfio_user_scrub_failures_total')).toBe(0);
+    daemon.counters.scrubFailures = 3;
+    m = parseMetrics(await registry.metrics());
+    expect(m.get('nvgrace_vfio_user_scrub_failures_total')).toBe(3);
   });
 
   it('counts trapped BAR0 reads and names a file backing', async () => {
