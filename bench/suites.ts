@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -101,7 +102,58 @@ function concatRuns<T extends object>(outs: T[]): T {
 
 const us = (ns: number[]) => ns.map((x) => x / 1000);
 
+/**
+ * The config-space read against a minimal Node.js server on the daemon's own
+ * binding (bench/node-echo-server.ts): the share of the round trip that is
+ * Node.js, not the daemon. No target.
+ */
+async function nodeServerFigure(ctx: Context): Promise<Figure> {
+  const { cfg } = ctx;
+  const socket = path.join(ctx.dir, 'node-echo.sock');
+  const script = path.join(repoRoot, '.cache', 'bench', 'js', 'bench', 'node-echo-server.js');
+  const child = spawn(process.execPath, [script, socket], { stdio: ['ignore', 'ignore', 'inherit'] });
+  try {
+    const started = Date.now();
+    while (!fs.existsSync(socket)) {
+      if (child.exitCode !== null || Date.now() - started > 10_000) throw new Error('the minimal Node.js server did not start');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    ctx.log('trapped round trips, minimal Node.js server');
+    const pinned = ['--socket', socket, '--runs', '1', '--pid', String(child.pid), '--cpu', String(os.cpus().length - 1)];
+    const out = concatRuns(
+      Array.from({ length: cfg.runs }, (_, r) =>
+        runHarness<RttOut>(ctx.harness, ['rtt', ...pinned, '--iters', String(cfg.rttIters), '--floor-first', String(r % 2), '--target', '7:0:4'], 'rtt').targets[0]!,
+      ),
+    );
+    const f = figure(
+      {
+        id: 'rtt-node-server',
+        title: 'Trapped 4-byte read: config space, from a minimal Node.js server on the same binding (not the daemon)',
+        unit: 'µs',
+        better: 'lower',
+        floorLabel: `median round trip: ${SOCKET_FLOOR}`,
+      },
+      us(out.daemon_ns),
+      us(out.floor_ns),
+    );
+    f.detail = {
+      server_cpu_us_per_request: summarize(us(out.daemon_cpu_ns)),
+      floor_cpu_us_per_request: summarize(us(out.floor_cpu_ns)),
+    };
+    return f;
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
 export async function socketSuite(ctx: Context): Promise<Figure[]> {
+  const figures = await daemonSocketFigures(ctx);
+  // after the trapped reads and the blocking-client read, before the streams
+  figures.splice(5, 0, await nodeServerFigure(ctx));
+  return figures;
+}
+
+async function daemonSocketFigures(ctx: Context): Promise<Figure[]> {
   const { cfg } = ctx;
   return withDaemon(ctx, 'socket', ['--aperture-size', String(APERTURE)], (d) => {
     // The client, the floor peer and the daemon share one CPU: on a VM a wake-up
