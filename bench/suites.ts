@@ -364,7 +364,7 @@ interface ScrubModule {
 }
 interface WindowedModule {
   WindowedMemory: new (fd: number, fdOffset: number, size: number, granularity: number) => {
-    fill(offset: number, length: number, byte: number): void;
+    zero(offset: number, length: number): void;
     close(): void;
   };
 }
@@ -476,13 +476,13 @@ export async function scrubSuite(ctx: Context): Promise<Figure[]> {
   const small = await scrubRuns(ctx, () => {
     const ap = openAperture({ size, base: 0, pageSize: page });
     const mem = new WindowedMemory(ap.memory.fd, 0, size, page);
-    const step = 256 * MiB;
+    const step = GiB; // the window: scrubAperture's step through kept windows
     return {
       fd: ap.memory.fd,
-      // the steps and yields of scrubAperture, through fill() where it would punch
+      // the steps and yields of scrubAperture, through zero() where it would punch
       scrub: async () => {
         for (let at = 0; at < size; at += step) {
-          mem.fill(at, Math.min(step, size - at), 0);
+          mem.zero(at, Math.min(step, size - at));
           await new Promise<void>((resolve) => setImmediate(resolve));
         }
       },

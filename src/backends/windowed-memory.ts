@@ -63,14 +63,14 @@ export class WindowedMemory implements MemoryBacking {
   }
 
   /**
-   * Writes `byte` over [offset, offset + length) through the kept windows: the
-   * scrub of memory that is not hole-punched. The first fill of a window faults
-   * all its pages in with one MADV_POPULATE_WRITE (on 4 KiB pages a fault per
-   * page costs several times the memset); after that the window's page tables
-   * stay in place, so the scrub after every later tenant runs at memset speed
+   * Zeroes [offset, offset + length) through the kept windows: the scrub of
+   * memory that is not hole-punched. The first pass over a window faults its
+   * pages in with one MADV_POPULATE_WRITE (on 4 KiB pages a fault per page
+   * costs several times the zeroing); after that the window's page tables
+   * stay in place, so the scrub after every later tenant runs at memory speed
    * instead of paying for a mapping each time (bench/NOTES.md).
    */
-  fill(offset: number, length: number, byte: number): void {
+  zero(offset: number, length: number): void {
     while (length > 0) {
       const index = Math.floor(offset / this.windowSize);
       const w = this.window(offset);
@@ -90,7 +90,7 @@ export class WindowedMemory implements MemoryBacking {
         }
         if (from <= faulted) this.faultedTo[index] = to;
       }
-      native.fillMemory(w, at, n, byte);
+      native.fillMemory(w, at, n, 0);
       offset += n;
       length -= n;
     }

@@ -238,7 +238,8 @@ describe('a scrub that fails', () => {
     failing = false;
     await version;
     expect(ready).toBe(true);
-    const lastFailure = statuses.findLastIndex((s) => s.startsWith('scrub failed'));
+    let lastFailure = -1;
+    statuses.forEach((s, i) => s.startsWith('scrub failed') && (lastFailure = i));
     expect(statuses.slice(lastFailure + 1)).toEqual(['scrubbing 0%', 'waiting for a client', expect.stringMatching(/^client pid \d+ attached$/)]);
     expect(daemon.counters.summary()['scrub_failures']).toBe(attempts - 1);
   });
