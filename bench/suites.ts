@@ -102,13 +102,24 @@ function concatRuns<T extends object>(outs: T[]): T {
 
 const us = (ns: number[]) => ns.map((x) => x / 1000);
 
+/** Harness arguments for a server: one run per harness process, everything on the last CPU (see socketSuite). */
+const pinnedTo = (socket: string, pid: number) => ['--socket', socket, '--runs', '1', '--pid', String(pid), '--cpu', String(os.cpus().length - 1)];
+
+/** Runs of the 4-byte config-space read alone against the server behind `pinned`, joined. */
+function configReadRuns(ctx: Context, pinned: string[], extra: string[] = []): RttTarget {
+  return concatRuns(
+    Array.from({ length: ctx.cfg.runs }, (_, r) =>
+      runHarness<RttOut>(ctx.harness, ['rtt', ...pinned, ...extra, '--iters', String(ctx.cfg.rttIters), '--floor-first', String(r % 2), '--target', '7:0:4'], 'rtt').targets[0]!,
+    ),
+  );
+}
+
 /**
  * The config-space read against a minimal Node.js server on the daemon's own
  * binding (bench/node-echo-server.ts): the share of the round trip that is
  * Node.js, not the daemon. No target.
  */
 async function nodeServerFigure(ctx: Context): Promise<Figure> {
-  const { cfg } = ctx;
   const socket = path.join(ctx.dir, 'node-echo.sock');
   const script = path.join(repoRoot, '.cache', 'bench', 'js', 'bench', 'node-echo-server.js');
   const child = spawn(process.execPath, [script, socket], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -119,12 +130,7 @@ async function nodeServerFigure(ctx: Context): Promise<Figure> {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     ctx.log('trapped round trips, minimal Node.js server');
-    const pinned = ['--socket', socket, '--runs', '1', '--pid', String(child.pid), '--cpu', String(os.cpus().length - 1)];
-    const out = concatRuns(
-      Array.from({ length: cfg.runs }, (_, r) =>
-        runHarness<RttOut>(ctx.harness, ['rtt', ...pinned, '--iters', String(cfg.rttIters), '--floor-first', String(r % 2), '--target', '7:0:4'], 'rtt').targets[0]!,
-      ),
-    );
+    const out = configReadRuns(ctx, pinnedTo(socket, child.pid!));
     const f = figure(
       {
         id: 'rtt-node-server',
@@ -161,7 +167,7 @@ async function daemonSocketFigures(ctx: Context): Promise<Figure[]> {
     // keeps two processes together is luck that would decide the figure, not the
     // daemon (bench/NOTES.md). One harness process per run, each with its own
     // connection and floor peer.
-    const pinned = ['--socket', d.socket, '--runs', '1', '--pid', String(d.pid), '--cpu', String(os.cpus().length - 1)];
+    const pinned = pinnedTo(d.socket, d.pid);
     const perRun = <T extends object>(what: string, args: (run: number) => string[]): T =>
       concatRuns(Array.from({ length: cfg.runs }, (_, r) => runHarness<T>(ctx.harness, [...args(r), ...pinned], what)));
 
@@ -198,11 +204,7 @@ async function daemonSocketFigures(ctx: Context): Promise<Figure[]> {
     // The same read with a client that blocks in recvmsg instead of waiting for
     // readiness: no target, it shows what the spurious wake-up costs (bench/NOTES.md).
     ctx.log('trapped round trips, blocking client');
-    const blocking = concatRuns(
-      Array.from({ length: cfg.runs }, (_, r) =>
-        runHarness<RttOut>(ctx.harness, ['rtt', ...pinned, '--wait', 'block', '--iters', String(cfg.rttIters), '--floor-first', String(r % 2), '--target', '7:0:4'], 'rtt').targets[0]!,
-      ),
-    );
+    const blocking = configReadRuns(ctx, pinned, ['--wait', 'block']);
     const blockingFigure = figure(
       {
         id: 'rtt-config-blocking-client',
@@ -364,6 +366,7 @@ interface ScrubModule {
 }
 interface WindowedModule {
   WindowedMemory: new (fd: number, fdOffset: number, size: number, granularity: number) => {
+    readonly windowSize: number;
     zero(offset: number, length: number): void;
     close(): void;
   };
@@ -476,7 +479,7 @@ export async function scrubSuite(ctx: Context): Promise<Figure[]> {
   const small = await scrubRuns(ctx, () => {
     const ap = openAperture({ size, base: 0, pageSize: page });
     const mem = new WindowedMemory(ap.memory.fd, 0, size, page);
-    const step = GiB; // the window: scrubAperture's step through kept windows
+    const step = mem.windowSize; // scrubAperture's step through kept windows
     return {
       fd: ap.memory.fd,
       // the steps and yields of scrubAperture, through zero() where it would punch

@@ -465,10 +465,9 @@ static void cmd_memset(options *o) {
   uint8_t *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)o->offset);
   if (p == MAP_FAILED) die("mmap: %s", strerror(errno));
   memset(p, 0x77, n); /* populated, as a tenant leaves it, and mapped */
-  evict_caches();
   double *f = calloc((size_t)o->runs, sizeof *f), *w = calloc((size_t)o->runs, sizeof *w);
   for (long r = 0; r < o->runs; r++) {
-    if (r > 0) evict_caches();
+    evict_caches();
     uint64_t t0 = now_ns();
     memset(p, 0, n);
     __asm__ volatile("" ::: "memory");

@@ -37,13 +37,12 @@ export async function scrubAperture(
   const windowed = aperture.memory instanceof WindowedMemory ? aperture.memory : null;
   for (let done = 0; done < size; ) {
     if (shouldStop()) return 'stopped';
-    let len = Math.min(step, size - done);
     // Through the kept windows a step is the rest of a window (up to 1 GiB): memset
     // here runs faster the bigger the call (16, 64, 256 MiB and 1 GiB calls on 2 MiB
     // pages: 25, 50, 59 and 68 GB/s), so smaller steps would cost 10-60 % of the
     // speed. It holds the event loop for 15-25 ms once the pages are mapped, up to
     // ~250 ms on the first pass over 4 KiB pages.
-    if (!punch && windowed) len = Math.min(windowed.windowSize - (done % windowed.windowSize), size - done);
+    const len = Math.min(!punch && windowed ? windowed.windowSize - (done % windowed.windowSize) : step, size - done);
     if (punch) {
       try {
         native.fallocatePunchHole(fd, fdOffset + done, len);

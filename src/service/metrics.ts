@@ -22,6 +22,17 @@ export interface DeviceLabels {
 export function daemonRegistry(daemon: Daemon, device: DeviceLabels): Registry {
   const registry = new Registry();
   const c = daemon.counters;
+  /** A counter that is one of the daemon's plain numbers, read at scrape time. */
+  const plainCounter = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
 
   new Counter({
     name: `${P}messages_total`,
@@ -84,24 +95,8 @@ export function daemonRegistry(daemon: Daemon, device: DeviceLabels): Registry {
       this.set(daemon.device.dma.count);
     },
   });
-  new Counter({
-    name: `${P}client_connections_total`,
-    help: 'client connections accepted on the socket, including refused ones',
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(c.connections);
-    },
-  });
-  new Counter({
-    name: `${P}client_connections_refused_total`,
-    help: 'client connections refused (the device had a client, or the uid was not allowed)',
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(c.refusedConnections);
-    },
-  });
+  plainCounter(`${P}client_connections_total`, 'client connections accepted on the socket, including refused ones', () => c.connections);
+  plainCounter(`${P}client_connections_refused_total`, 'client connections refused (the device had a client, or the uid was not allowed)', () => c.refusedConnections);
   new Gauge({
     name: `${P}client_attached`,
     help: '1 while a client is attached',
@@ -118,15 +113,7 @@ export function daemonRegistry(daemon: Daemon, device: DeviceLabels): Registry {
       this.set(daemon.scrubProgress ? 1 : 0);
     },
   });
-  new Counter({
-    name: `${P}scrub_failures_total`,
-    help: 'scrubs that failed; each is retried, and no client is admitted until one succeeds',
-    registers: [registry],
-    collect() {
-      this.reset();
-      this.inc(c.scrubFailures);
-    },
-  });
+  plainCounter(`${P}scrub_failures_total`, 'scrubs that failed; each is retried, and no client is admitted until one succeeds', () => c.scrubFailures);
   new Gauge({
     name: `${P}scrub_progress_ratio`,
     help: 'fraction of the aperture zeroed by the scrub in progress (0 when none runs)',
