@@ -40,3 +40,22 @@ export function numaCallsGap(): string | null {
     native.munmap(map);
   }
 }
+
+/**
+ * Non-null under qemu-user: its recvmsg converts control messages itself and does not
+ * report MSG_CTRUNC when more fds arrive than the program's control buffer holds.
+ */
+export function msgCtruncGap(): string | null {
+  const emu = userModeEmulation();
+  return emu === null ? null : `${emu}: recvmsg does not report MSG_CTRUNC`;
+}
+
+/**
+ * Non-null when /proc/self/smaps says `reported` bytes for a mapping the kernel backs
+ * with larger pages, and this is qemu-user: it writes that file itself (7.2 gives
+ * KernelPageSize 4 kB for every mapping).
+ */
+export function smapsPageSizeGap(reported: number, expected: number): string | null {
+  const emu = userModeEmulation();
+  return emu !== null && reported !== expected ? `${emu}: its /proc/self/smaps gives KernelPageSize ${reported / 1024} kB for ${expected / 1024} kB pages` : null;
+}

@@ -36,6 +36,7 @@ import {
 } from '../../src/wire/serializer.js';
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 import { RawPeer, errnoOf, rawMessage } from '../helpers/raw-peer.js';
+import { LONG_TEST_MS } from '../helpers/patience.js';
 
 /** DMA maps are in host pages (qemu-user's QEMU_PAGESIZE included). */
 const PAGE = native.pageSize();
@@ -460,7 +461,7 @@ describe('bad input over a raw socket', () => {
       await expectErrno(dmaMapRaw({ address: advertised * PAGE, size: PAGE }), ENOSPC);
       expect(errnoOf(await peer.request(encodeDmaUnmap(1, DmaUnmapFlag.ALL, 0, 0)))).toBe(0);
       expect(d.running.daemon.device.dma.count).toBe(0);
-    }, 60_000);
+    }, LONG_TEST_MS);
 
     it('caps the fds a client makes the daemon hold (DMA maps and eventfds together) with EMFILE', async () => {
       await peer.negotiate();
