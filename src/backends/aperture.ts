@@ -301,7 +301,9 @@ function prepareHugePages(fd: number, start: number, end: number, huge: number, 
     });
   } catch (err) {
     if (isSyscallError(err, 'ENOMEM') && err.syscall === 'mmap') {
-      throw new ApertureError(poolTooSmallMessage(readHugePagePool(sysfs, huge), needed));
+      // the reservation is host wide, but raising the host-wide pool would not put the pages on the node
+      const onNode = node === undefined ? null : readHugePagePool(sysfs, huge, node);
+      throw new ApertureError(poolTooSmallMessage(onNode !== null && onNode.free < needed ? onNode : readHugePagePool(sysfs, huge), needed));
     }
     throw err;
   }
