@@ -5,6 +5,7 @@
 //
 //   node kernel-mem-check.mjs dax SOCKET DEVICE BASE     a device-dax, also mapped directly
 //   node kernel-mem-check.mjs dax-scrubbed SOCKET DEVICE BASE   the next client, after a scrub
+//   node kernel-mem-check.mjs dax1g SOCKET DEVICE          1 GiB alignment, a trapped tail
 //   node kernel-mem-check.mjs mem SOCKET PHYS            /dev/mem, also mapped directly
 //   node kernel-mem-check.mjs numa SOCKET DAEMON-PID NODE   NUMA-bound memory (memfd or huge pages)
 //
@@ -135,6 +136,38 @@ async function daxScrubbedScenario(socket, device, baseText) {
   c.close();
 }
 
+/**
+ * A device-dax of 1 GiB alignment serving 1 GiB + 4 MiB: QEMU maps one 1 GiB page, the
+ * last 4 MiB are trapped and served through the daemon's own 1 GiB window of the device.
+ */
+async function daxTailScenario(socket, device) {
+  const GiB = 1024 * 1024 * 1024;
+  const name = device.replace(/^\/dev\//, '');
+  const align = Number(fs.readFileSync(`/sys/bus/dax/devices/${name}/align`, 'utf8'));
+  const c = await connect(socket);
+  const bar = await mapBar2(c);
+  const memSize = bar.mapped + 4 * 1024 * 1024;
+  info('dax1g', `device=${device} align=${align} bar2=${hex(bar.region.size)} region-offset=${hex(bar.region.offset)} areas=${bar.maps.map((a) => `${hex(a.offset)}+${hex(a.size)}`).join(',')}`);
+  check('dax1g-one-page-mapped', align === GiB && bar.maps.length === 1 && bar.mapped === GiB && bar.region.size === 2 * GiB, `align ${hex(align)}, mapped ${hex(bar.mapped)}, BAR ${hex(bar.region.size)}`);
+  const fd = fs.openSync(device, 'r+');
+  const direct = native.mmap(fd, 2 * GiB, RW, native.MAP_SHARED, 0);
+  const p = pattern(16, 0x42);
+  bytes(direct, GiB - 16, 16).set(p);
+  check('dax1g-direct-write-seen-in-bar', bytes(bar.maps[0].map, GiB - 16, 16).equals(p));
+  const q = pattern(16, 0x43);
+  bytes(direct, GiB + 64, 16).set(q);
+  check('dax1g-trapped-tail-read', (await c.regionRead(REGION_BAR2, GiB + 64, 16)).equals(q));
+  const r = pattern(16, 0x44);
+  await c.regionWrite(REGION_BAR2, memSize - 16, r);
+  check('dax1g-trapped-tail-write', bytes(direct, memSize - 16, 16).equals(r));
+  await paddingChecks('dax1g', c, memSize, bar.region.size);
+  check('dax1g-device-past-memory-untouched', bytes(direct, memSize + 64, 8).equals(Buffer.alloc(8)));
+  native.munmap(direct);
+  fs.closeSync(fd);
+  unmapBar2(bar);
+  c.close();
+}
+
 async function memScenario(socket, physText) {
   const phys = Number(physText);
   const c = await connect(socket);
@@ -215,6 +248,7 @@ try {
   while (args.length > 0) {
     const kind = args.shift();
     if (kind === 'dax') await daxScenario(args.shift(), args.shift(), args.shift());
+    else if (kind === 'dax1g') await daxTailScenario(args.shift(), args.shift());
     else if (kind === 'dax-scrubbed') await daxScrubbedScenario(args.shift(), args.shift(), args.shift());
     else if (kind === 'mem') await memScenario(args.shift(), args.shift());
     else if (kind === 'numa' || kind === 'huge') await numaScenario(kind, args.shift(), args.shift(), args.shift());

@@ -1,11 +1,12 @@
 // The real-host backings on a real kernel (Debian's cloud kernel, under QEMU TCG), in one
 // guest that has all three at once:
-// - an emulated NVDIMM, put in devdax mode through libnvdimm's sysfs: a real /dev/dax0.0;
+// - two emulated NVDIMMs, put in devdax mode through libnvdimm's sysfs: real device-daxes
+//   of 2 MiB and 1 GiB alignment;
 // - a physical range reserved with memmap=SIZE$ADDR: /dev/mem with STRICT_DEVMEM;
 // - two NUMA nodes with memory.
-// Inside it the daemon serves each (four daemons at once) and our client maps BAR2 as QEMU
+// Inside it the daemon serves each (five daemons at once) and our client maps BAR2 as QEMU
 // does, comparing with the kernel's own view of the memory; the operator's mistakes each get
-// one line. One boot, one Node start per daemon, one for the client, one per mistake.
+// one line. One boot; one Node start per daemon, one for the mistakes, two for the client.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -19,9 +20,11 @@ const qemu = useQemu();
 /** libnvdimm with the ACPI NFIT bus QEMU's NVDIMM is on, and device-dax over it (no nd_pmem: the namespace stays unclaimed). */
 const MODULES = ['libnvdimm', 'nfit', 'device_dax', 'dax_pmem'];
 const MiB = 1024 * 1024;
-/** The emulated NVDIMM: its memory plus a label area, which stays uninitialised (a label-less namespace, as memmap=!). */
+/** The emulated NVDIMM, on node 1: its memory plus a label area, which stays uninitialised (a label-less namespace, as memmap=!). */
 const NVDIMM_BYTES = 258 * MiB;
 const LABEL_BYTES = 2 * MiB;
+/** A second NVDIMM for a device-dax of 1 GiB alignment: the data starts 1 GiB in, so 2 GiB are left. */
+const NVDIMM_1G_BYTES = 3 * 1024 * MiB + LABEL_BYTES;
 /** Reserved with memmap=16M$0x20000000: below node 0's end (768 MiB), so inside what would be RAM. 12 MiB of it are served (a 16 MiB BAR2 with padding). */
 const RESERVED = { addr: 0x2000_0000, size: 16 * MiB };
 /** System RAM on node 0: /dev/mem must be refused there. */
@@ -43,27 +46,39 @@ mount -t debugfs none /sys/kernel/debug
 say "nodes-with-memory=$(cat /sys/devices/system/node/has_memory)"
 say "iomem-reserved: $(grep -i '${RESERVED.addr.toString(16)}-' /proc/iomem | tr -s ' ')"
 
-# devdax by hand, as ndctl create-namespace -f -e namespace0.0 -m devdax -a 2M does it
+# devdax by hand, as ndctl create-namespace -f -e namespaceN.0 -m devdax -a ALIGN does it:
+# the region's dax seed gets a uuid, the alignment, where the page structs go and the
+# namespace, and dax_pmem takes it; the device-dax has the seed's name
 ND=/sys/bus/nd/devices
 waitfor() { i=0; while [ ! -e $1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; }
-waitfor $ND/region0/dax_seed
-SEED=$(cat $ND/region0/dax_seed)
-[ -e $ND/namespace0.0/driver ] && echo namespace0.0 > $ND/namespace0.0/driver/unbind
-cat /proc/sys/kernel/random/uuid > $ND/$SEED/uuid
-echo 2097152 > $ND/$SEED/align
-echo pmem > $ND/$SEED/mode
-echo namespace0.0 > $ND/$SEED/namespace
-echo $SEED > /sys/bus/nd/drivers/dax_pmem/bind
-DAX=$(basename /sys/bus/dax/devices/dax*)
-waitfor /dev/$DAX
-say "dax=$DAX size=$(cat /sys/bus/dax/devices/$DAX/size) align=$(cat /sys/bus/dax/devices/$DAX/align) node=$(cat /sys/bus/dax/devices/$DAX/target_node) dev=$(ls /dev/$DAX)"
+devdax() {
+  R=$ND/$1
+  waitfor $R/dax_seed
+  SEED=$(cat $R/dax_seed)
+  NS=$(cd $R && ls -d namespace*.*)
+  [ -e $R/$NS/driver ] && echo $NS > $R/$NS/driver/unbind
+  cat /proc/sys/kernel/random/uuid > $ND/$SEED/uuid
+  echo $2 > $ND/$SEED/align
+  echo pmem > $ND/$SEED/mode
+  echo $NS > $ND/$SEED/namespace
+  echo $SEED > /sys/bus/nd/drivers/dax_pmem/bind
+  waitfor /dev/$SEED
+  echo $SEED
+}
+waitfor $ND/region1
+for r in $ND/region*; do
+  if [ $(cat $r/size) -gt ${1024 * MiB} ]; then DAXG=$(devdax $(basename $r) 1073741824); else DAX=$(devdax $(basename $r) 2097152); fi
+done
+for d in $DAX $DAXG; do
+  say "dax=$d size=$(cat /sys/bus/dax/devices/$d/size) align=$(cat /sys/bus/dax/devices/$d/align) node=$(cat /sys/bus/dax/devices/$d/target_node) dev=$(ls /dev/$d)"
+done
 
 # huge pages for the NUMA daemon, on node 1 only
 echo 8 > /sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages
 say "node1-hugepages=$(cat /sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages)"
 
 T0=$(up)
-${cli} --socket /tmp/dax.sock --aperture-path /dev/$DAX --aperture-base ${DAX_BASE} --scrub on-release 2>/tmp/dax.log &
+${cli} --socket /tmp/dax.sock --aperture-path /dev/$DAX --aperture-base ${DAX_BASE} --scrub on-release --log-level info 2>/tmp/dax.log &
 DAXPID=$!
 ${cli} --socket /tmp/mem.sock --aperture-path /dev/mem --aperture-base ${RESERVED.addr} --aperture-size 12M --log-level info 2>/tmp/mem.log &
 MEMPID=$!
@@ -71,25 +86,26 @@ ${cli} --socket /tmp/numa.sock --aperture-numa-node 1 --aperture-size 32M 2>/tmp
 NUMAPID=$!
 ${cli} --socket /tmp/huge.sock --aperture-numa-node 1 --aperture-hugepages 2M --aperture-size 12M 2>/tmp/huge.log &
 HUGEPID=$!
+${cli} --socket /tmp/dax1g.sock --aperture-path /dev/$DAXG --aperture-size ${1028 * MiB} 2>/tmp/dax1g.log &
+DAXGPID=$!
 
-# the operator's mistakes: each one line on stderr and a non-zero exit
-mistake() {
-  name=$1; shift
-  ${cli} --socket /tmp/$name.sock "$@" 2>/tmp/$name.err
-  say "$name-exit=$?"
-  say "$name-lines=$(wc -l < /tmp/$name.err)"
-  say "$name-stderr: $(cat /tmp/$name.err)"
-}
-mistake dax-misaligned --aperture-path /dev/$DAX --aperture-base 0x100000
-mistake mem-ram --aperture-path /dev/mem --aperture-base ${SYSTEM_RAM} --aperture-size 16M
-mistake numa-short --aperture-numa-node 1 --aperture-size 512M
-mistake huge-short --aperture-numa-node 1 --aperture-hugepages 2M --aperture-size 64M
+# the operator's mistakes: each one line on stderr and exit 1 (all in one Node process)
+node ${GUEST_PROJECT_DIR}/test/guest/kernel-mem-mistakes.mjs \\
+  dax-misaligned --log-level warn --aperture-path /dev/$DAX --aperture-base 0x100000 ';' \\
+  mem-ram --log-level warn --aperture-path /dev/mem --aperture-base ${SYSTEM_RAM} --aperture-size 16M ';' \\
+  numa-short --log-level warn --aperture-numa-node 1 --aperture-size 512M ';' \\
+  huge-short --log-level warn --aperture-numa-node 1 --aperture-hugepages 2M --aperture-size 64M 2>/tmp/mistakes.err
+awk '/^@@begin /{ n = 0; text = ""; next }
+  /^@@end /{ print "KMEM " $2 "-exit=" $3; print "KMEM " $2 "-lines=" n; print "KMEM " $2 "-stderr: " text; next }
+  { n++; text = text $0 }' /tmp/mistakes.err
 
 waitsock() { i=0; while [ ! -S $1 ] && kill -0 $2 2>/dev/null && [ $i -lt 480 ]; do sleep 0.25; i=$((i+1)); done; }
-waitsock /tmp/dax.sock $DAXPID; waitsock /tmp/mem.sock $MEMPID; waitsock /tmp/numa.sock $NUMAPID; waitsock /tmp/huge.sock $HUGEPID
+waitsock /tmp/dax.sock $DAXPID; waitsock /tmp/mem.sock $MEMPID; waitsock /tmp/numa.sock $NUMAPID; waitsock /tmp/huge.sock $HUGEPID; waitsock /tmp/dax1g.sock $DAXGPID
 T1=$(up)
+say "meminfo: $(grep -E 'MemTotal|MemAvailable' /proc/meminfo | tr -s ' ' | tr '\n' ' ')"
 node ${GUEST_PROJECT_DIR}/test/guest/kernel-mem-check.mjs \\
   dax /tmp/dax.sock /dev/$DAX ${DAX_BASE} \\
+  dax1g /tmp/dax1g.sock /dev/$DAXG \\
   mem /tmp/mem.sock ${RESERVED.addr} \\
   numa /tmp/numa.sock $NUMAPID 1 \\
   huge /tmp/huge.sock $HUGEPID 1
@@ -99,9 +115,9 @@ node ${GUEST_PROJECT_DIR}/test/guest/kernel-mem-check.mjs dax-scrubbed /tmp/dax.
 say "scrub-check-exit=$?"
 T2=$(up)
 say "timing start=$T0 listening=$T1 checked=$T2"
-for p in $DAXPID $MEMPID $NUMAPID $HUGEPID; do kill -TERM $p; done
-for p in $DAXPID $MEMPID $NUMAPID $HUGEPID; do wait $p; say "daemon-exit=$?"; done
-for f in dax mem numa huge; do sed "s/^/KMEM $f-log: /" /tmp/$f.log; done
+for p in $DAXPID $MEMPID $NUMAPID $HUGEPID $DAXGPID; do kill -TERM $p; done
+for p in $DAXPID $MEMPID $NUMAPID $HUGEPID $DAXGPID; do wait $p; say "daemon-exit=$?"; done
+for f in dax mem numa huge dax1g; do sed "s/^/KMEM $f-log: /" /tmp/$f.log; done
 `;
 }
 
@@ -116,7 +132,7 @@ describe('kernel memory: device-dax, /dev/mem and NUMA on a real kernel', () => 
   afterEach(() => {
     image?.remove();
     image = null;
-    if (nvdimm) fs.rmSync(nvdimm, { force: true });
+    if (nvdimm) for (const f of [nvdimm, `${nvdimm}.1g`]) fs.rmSync(f, { force: true });
     nvdimm = null;
   });
 
@@ -139,6 +155,8 @@ describe('kernel memory: device-dax, /dev/mem and NUMA on a real kernel', () => 
     nvdimm = path.join(dir, `nvdimm-${process.pid}-${Date.now()}.img`);
     fs.writeFileSync(nvdimm, '');
     fs.truncateSync(nvdimm, NVDIMM_BYTES);
+    fs.writeFileSync(`${nvdimm}.1g`, '');
+    fs.truncateSync(`${nvdimm}.1g`, NVDIMM_1G_BYTES);
 
     const r = await bootGuest({
       qemu: q,
@@ -149,27 +167,32 @@ describe('kernel memory: device-dax, /dev/mem and NUMA on a real kernel', () => 
       extraArgs: [
         '-machine', 'nvdimm=on',
         '-smp', '2',
-        '-m', '1G,slots=2,maxmem=2G',
+        '-m', '1G,slots=2,maxmem=5G',
         '-object', 'memory-backend-memfd,id=ram0,size=768M,share=on',
         '-object', 'memory-backend-memfd,id=ram1,size=256M,share=on',
         '-numa', 'node,nodeid=0,memdev=ram0,cpus=0-1',
         '-numa', 'node,nodeid=1,memdev=ram1',
         '-object', `memory-backend-file,id=nv0,mem-path=${nvdimm},size=${NVDIMM_BYTES},share=on`,
-        '-device', `nvdimm,id=nvdimm0,memdev=nv0,label-size=${LABEL_BYTES},node=0`,
+        '-device', `nvdimm,id=nvdimm0,memdev=nv0,label-size=${LABEL_BYTES},node=1`,
+        '-object', `memory-backend-file,id=nv1,mem-path=${nvdimm}.1g,size=${NVDIMM_1G_BYTES},share=on`,
+        '-device', `nvdimm,id=nvdimm1,memdev=nv1,label-size=${LABEL_BYTES},node=0`,
       ],
     });
     const why = describeBoot(r, 150);
     const timing = /KMEM timing start=([\d.]+) listening=([\d.]+) checked=([\d.]+)/.exec(r.output);
     console.info(
       `kernel-mem guest test: image ${(image.bytes / MiB).toFixed(0)} MiB built in ${buildMs} ms, guest ran ${r.durationMs} ms` +
-        (timing ? `; in the guest: 4 daemons and 4 refusals took ${(Number(timing[2]) - Number(timing[1])).toFixed(1)} s, checks ${(Number(timing[3]) - Number(timing[2])).toFixed(1)} s` : ''),
+        (timing ? `; in the guest: 5 daemons and 4 refusals took ${(Number(timing[2]) - Number(timing[1])).toFixed(1)} s, checks ${(Number(timing[3]) - Number(timing[2])).toFixed(1)} s` : ''),
     );
     if (process.env.NVGRACE_NESTED_DUMP) console.info(r.output);
     expect(r.timedOut, why).toBe(false);
     expect(r.output, why).not.toMatch(/KMEM insmod-failed/);
     expect(kmem(r.output, 'nodes-with-memory'), why).toBe('0-1');
     expect(r.output, why).toMatch(/KMEM iomem-reserved: 20000000-20ffffff : Reserved/);
-    expect(r.output, why).toMatch(/KMEM dax=dax0\.0 size=\d+ align=2097152 node=0 dev=\/dev\/dax0\.0/);
+    expect(r.output, why).toMatch(/KMEM dax=dax\d\.0 size=262144000 align=2097152 node=1 dev=\/dev\/dax\d\.0/);
+    expect(r.output, why).toMatch(/KMEM dax=dax\d\.0 size=2147483648 align=1073741824 node=0 dev=\/dev\/dax\d\.0/);
+    // the daemon read the device's size, alignment and node from sysfs
+    expect(r.output, why).toMatch(/KMEM dax-log: .*"backing":\{"kind":"device-dax","path":"\/dev\/dax\d\.0","numaNode":1,"pageSize":2097152,"cacheable":true\},"base":"0x400000","size":"246 MiB"/);
 
     const checks = [...r.output.matchAll(/KCHECK (\S+) (PASS|FAIL) ?(.*)/g)].map((m) => ({ name: m[1]!, pass: m[2] === 'PASS', details: m[3]!.trim() }));
     expect(checks.filter((c) => !c.pass).map((c) => `${c.name} ${c.details}`), why).toEqual([]);
@@ -178,6 +201,9 @@ describe('kernel memory: device-dax, /dev/mem and NUMA on a real kernel', () => 
       for (const c of ['direct-write-seen-in-bar', 'bar-write-seen-directly', 'trapped-read-agrees', 'trapped-write-seen-directly', 'padding-read', 'padding-write-dropped']) {
         expect(names, why).toContain(`${scenario}-${c}`);
       }
+    }
+    for (const c of ['dax1g-one-page-mapped', 'dax1g-direct-write-seen-in-bar', 'dax1g-trapped-tail-read', 'dax1g-trapped-tail-write', 'dax1g-padding-read', 'dax1g-padding-write-dropped', 'dax1g-device-past-memory-untouched']) {
+      expect(names, why).toContain(c);
     }
     for (const c of ['dax-memory-is-rest-of-device', 'dax-areas-aligned', 'dax-below-base-untouched', 'dax-scrubbed-for-next-client', 'dax-scrub-spared-below-base', 'mem-region-offset-is-phys']) expect(names, why).toContain(c);
     for (const scenario of ['numa', 'huge']) {
@@ -199,12 +225,12 @@ describe('kernel memory: device-dax, /dev/mem and NUMA on a real kernel', () => 
       expect(kmem(r.output, `${m}-lines`), `${m}\n${why}`).toBe('1');
     }
     const stderr = (name: string) => new RegExp(`KMEM ${name}-stderr: (.*)`).exec(r.output)?.[1] ?? '';
-    expect(stderr('dax-misaligned'), why).toMatch(/aperture base 0x100000 is not aligned to dax0\.0's 2 MiB alignment/);
+    expect(stderr('dax-misaligned'), why).toMatch(/aperture base 0x100000 is not aligned to dax\d\.0's 2 MiB alignment/);
     expect(stderr('mem-ram'), why).toMatch(/the kernel refuses to map physical address 0x10000000 \(STRICT_DEVMEM: System RAM in \/proc\/iomem\).*--aperture-path \/dev\/daxX\.Y.*--aperture-numa-node N/);
     expect(stderr('numa-short'), why).toMatch(/NUMA node 1 has \d+ MiB free; the aperture needs 512 MiB; refusing to fall back to another node/);
     expect(stderr('huge-short'), why).toMatch(/huge page pool too small: the aperture needs 32 pages of 2 MiB on NUMA node 1, .*raise \/sys\/devices\/system\/node\/node1\/hugepages\/hugepages-2048kB\/nr_hugepages/);
 
     const exits = [...r.output.matchAll(/KMEM daemon-exit=(\d+)/g)].map((m) => m[1]);
-    expect(exits, why).toEqual(['0', '0', '0', '0']);
+    expect(exits, why).toEqual(['0', '0', '0', '0', '0']);
   }, 300_000);
 });
