@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 
 typedef struct {
@@ -122,6 +123,21 @@ static int after_fault(nv_guard *g) {
   return fault_errno(g->si_code);
 }
 
+/* The compiler knows memmove and memset: without these fences it may move
+ * their loads and stores (a small copy is inlined) to before the guard is
+ * armed or after it is disarmed. A signal fence orders them against the
+ * handler, which runs on this same thread; no CPU barrier is needed. */
+#define ARM(g)                                                                 \
+  do {                                                                         \
+    armed = (g);                                                               \
+    atomic_signal_fence(memory_order_seq_cst);                                 \
+  } while (0)
+#define DISARM()                                                               \
+  do {                                                                         \
+    atomic_signal_fence(memory_order_seq_cst);                                 \
+    armed = NULL;                                                              \
+  } while (0)
+
 /* Kept out of line so the jump target has no live locals to clobber. */
 __attribute__((noinline)) static int guarded_memmove(void *dst, const void *src, size_t n) {
   nv_guard g;
@@ -130,9 +146,9 @@ __attribute__((noinline)) static int guarded_memmove(void *dst, const void *src,
   g.lo[1] = (uintptr_t)src;
   g.hi[1] = (uintptr_t)src + n;
   if (sigsetjmp(g.env, 0) != 0) return after_fault(&g);
-  armed = &g;
+  ARM(&g);
   memmove(dst, src, n);
-  armed = NULL;
+  DISARM();
   return 0;
 }
 
@@ -142,9 +158,9 @@ __attribute__((noinline)) static int guarded_memset(void *dst, int byte, size_t 
   g.hi[0] = (uintptr_t)dst + n;
   g.lo[1] = g.hi[1] = 0;
   if (sigsetjmp(g.env, 0) != 0) return after_fault(&g);
-  armed = &g;
+  ARM(&g);
   memset(dst, byte, n);
-  armed = NULL;
+  DISARM();
   return 0;
 }
 
