@@ -57,7 +57,7 @@ describe('npm run bench -- --quick', () => {
     expect(result.mode).toBe('quick');
     for (const key of ['cpu', 'cores', 'memoryGiB', 'kernel', 'node', 'gcc']) expect(result.machine[key]).toBeTruthy();
     expect(result.figures.map((f) => f.id)).toEqual([
-      'rtt-config', 'rtt-padding', 'rtt-bar2-tail', 'rtt-bar0', 'rtt-config-blocking-client', 'rtt-node-server',
+      'rtt-config', 'rtt-padding', 'rtt-bar2-tail', 'rtt-bar0', 'rtt-config-blocking-client', 'rtt-node-server', 'rtt-bar2-tail-guarded',
       'posted-write', 'write-multi', 'dma-churn',
       'startup-1g', 'startup-64g', 'startup-512g', 'rss-1g', 'rss-64g', 'rss-512g',
       'mapped-read', 'mapped-write',
