@@ -113,6 +113,16 @@ export function interpreterFor(root: Arm64Root, pageSize: number | undefined): s
   return pageSize === undefined || pageSize === 4096 ? root.qemuUser : root.qemuUserPageSize;
 }
 
+/** The interpreter binfmt_misc runs aarch64 programs with now (null when none). */
+export function registeredInterpreter(): string | null {
+  try {
+    const line = fs.readFileSync(path.join(BINFMT, BINFMT_NAME), 'utf8').split('\n').find((l) => l.startsWith('interpreter '));
+    return line === undefined ? null : line.slice('interpreter '.length);
+  } catch {
+    return null;
+  }
+}
+
 /** Registers `interpreter` for aarch64 ELF files (flag F: it also works in the chroot). Needs root. */
 export function registerInterpreter(interpreter: string): void {
   const entry = path.join(BINFMT, BINFMT_NAME);

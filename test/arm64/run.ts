@@ -6,7 +6,7 @@
 // the native code and the protocol (CI_PATHS) to fit CI's time budget.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ensureArm64Build, interpreterFor, registerInterpreter, runInArm64Root } from './arm64-root.js';
+import { ensureArm64Build, interpreterFor, registeredInterpreter, registerInterpreter, runInArm64Root } from './arm64-root.js';
 
 /** What CI runs on arm64: the binding, the protocol, the server, the device and the backings. */
 export const CI_PATHS = ['test/native', 'test/wire', 'test/transport', 'test/server', 'test/device', 'test/backends'];
@@ -89,8 +89,12 @@ function runAll(args: Args, build: ReturnType<typeof ensureArm64Build>, paths: s
       },
     );
     const ms = Date.now() - t;
-    const ok = r.status === 0;
-    results.push({ pageSize, ok, ms, why: ok ? '' : `exit ${r.status ?? r.signal}` });
+    // binfmt_misc is host-wide: another process may have registered another interpreter
+    // meanwhile, and then part of this run was not at this page size.
+    const now = registeredInterpreter();
+    const swapped = now !== interpreter ? `the aarch64 interpreter was changed to ${now} during the run` : '';
+    const ok = r.status === 0 && swapped === '';
+    results.push({ pageSize, ok, ms, why: ok ? '' : swapped || `exit ${r.status ?? r.signal}` });
   }
 }
 

@@ -9,7 +9,7 @@ import { MemoryBar } from '../../src/device/memory-bar.js';
 import { MAX_MAPPING_LENGTH, native } from '../../src/native/native.js';
 import { mountHugetlbfs, poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
 import { fakeSysfs } from '../helpers/fake-sysfs.js';
-import { smapsPageSizeGap } from '../helpers/emulation.js';
+import { hugetlbMmapGap, smapsPageSizeGap } from '../helpers/emulation.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -141,6 +141,10 @@ describe('huge page sizes and pools (fake sysfs)', () => {
   });
 });
 
+/** qemu-user 7.2 (the 16 KiB run) maps no hugetlb memory (docs/testing.md, emulation gaps). */
+const HUGETLB_GAP = hugetlbMmapGap();
+if (HUGETLB_GAP !== null) console.warn(`skipped: mapping huge pages: ${HUGETLB_GAP}`);
+
 describe('huge page backings', () => {
   let pool: HugePageReservation | string | null = null;
   // 5 pages for the memfd, 3 for the hugetlbfs file, 5 for scrubbing
@@ -195,7 +199,7 @@ describe('huge page backings', () => {
     }
   });
 
-  it('backs anonymous memory with 2 MiB pages: aligned map area, trapped tail through its own mapping', (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('backs anonymous memory with 2 MiB pages: aligned map area, trapped tail through its own mapping', (ctx) => {
     requireReservation(pool, ctx);
     const base = 2 * MiB;
     const size = 8 * MiB + 12345; // a partial last huge page
@@ -233,7 +237,7 @@ describe('huge page backings', () => {
     }
   });
 
-  it('backs the aperture with a file on a hugetlbfs mount, its page size from the mount', (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('backs the aperture with a file on a hugetlbfs mount, its page size from the mount', (ctx) => {
     requireReservation(pool, ctx);
     const mnt = mountHugetlbfs(2 * MiB);
     try {
@@ -265,7 +269,7 @@ describe('huge page backings', () => {
     }
   });
 
-  it('scrubs huge pages by zeroing them in place', async (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('scrubs huge pages by zeroing them in place', async (ctx) => {
     requireReservation(pool, ctx);
     const size = 10 * MiB - 100;
     const ap = openAperture({ size, base: 0, pageSize: page, hugePageSize: 2 * MiB });
