@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { nextPowerOfTwo } from '../device/bar-registers.js';
-import type { Bar0Source } from './bar0-source.js';
+import type { Bar0Source } from '../device/bar0-source.js';
 import { FdMemory } from './fd-memory.js';
 import { MmioMemory } from './mmio-memory.js';
 import { sizeGuard } from './size-guard.js';

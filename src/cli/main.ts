@@ -1,5 +1,5 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { parseBar0Spec } from '../backends/bar0-source.js';
+import { parseBar0Spec } from '../device/bar0-source.js';
 import { inspect } from './inspect.js';
 import { parseAddress, parseCount, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
 import { READY_WAIT_MODES } from '../device/readiness.js';

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { openEmulatedBar0 } from '../backends/bar0-emulated.js';
 import { openFileBar0 } from '../backends/bar0-file.js';
-import type { Bar0Source } from '../backends/bar0-source.js';
+import type { Bar0Source } from '../device/bar0-source.js';
 import { openSysfsBar0 } from '../backends/bar0-sysfs.js';
 import { openVfio } from '../backends/vfio/open.js';
 import { DEFAULT_IDENTITY, EmulatedFunction } from '../device/emulated-function.js';

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { parseBar0Spec } from '../backends/bar0-source.js';
+import { parseBar0Spec } from '../device/bar0-source.js';
 import {
   DEFAULT_NUMA_NODES,
   MAX_NUMA_NODES,

@@ -1,5 +1,5 @@
 import { DeviceFlag, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../wire/constants.js';
-import type { Bar0Source } from '../backends/bar0-source.js';
+import type { Bar0Source } from './bar0-source.js';
 import { installBars } from './bar-registers.js';
 import type { MsixLayout } from './capabilities.js';
 import { ConfigRegion } from './config-region.js';

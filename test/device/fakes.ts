@@ -1,6 +1,6 @@
 // In-memory stand-ins for what the device model gets injected: memory backings,
 // a BAR0 source, an eventfd sink and DMA file operations. No I/O anywhere.
-import type { Bar0Source } from '../../src/backends/bar0-source.js';
+import type { Bar0Source } from '../../src/device/bar0-source.js';
 import type { DmaFileOps } from '../../src/device/dma-maps.js';
 import { GpuDevice, DEFAULT_IDENTITY, type EmulatedDeviceOptions } from '../../src/device/gpu-device.js';
 import type { EventSink } from '../../src/device/interrupts.js';

@@ -1,5 +1,5 @@
-import type { MemoryBacking } from '../device/memory-bar.js';
-import { parseBdf } from './vfio/pci-address.js';
+import type { MemoryBacking } from './memory-bar.js';
+import { parseBdf } from '../backends/vfio/pci-address.js';
 
 /**
  * Where BAR0, the register BAR, comes from. Every source exposes its bytes as
