@@ -1,7 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { parseBar0Spec } from '../device/bar0-source.js';
 import { inspect } from './inspect.js';
-import { parseAddress, parseCount, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
+import { parseAddress, parseBar0Spec, parseCount, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
 import { READY_WAIT_MODES } from '../device/readiness.js';
 import { SCRUB_MODES } from '../backends/scrub.js';
 import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';

@@ -1,5 +1,5 @@
 import { openAperture, type Aperture } from '../backends/aperture.js';
-import type { Bar0Spec } from '../device/bar0-source.js';
+import type { Bar0Spec } from '../backends/bar0-spec.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
 import { GpuDevice } from '../device/gpu-device.js';

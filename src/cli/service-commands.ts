@@ -1,5 +1,4 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { parseBar0Spec } from '../device/bar0-source.js';
 import {
   DEFAULT_NUMA_NODES,
   MAX_NUMA_NODES,
@@ -12,7 +11,7 @@ import { formatLibvirt, formatShell, qemuArgs } from '../orchestration/qemu-args
 import { ActivationError, takeListenFd } from '../service/activation.js';
 import { envName } from './env-options.js';
 import { installUnits } from './install-units.js';
-import { parseSize } from './parse.js';
+import { parseBar0Spec, parseSize } from './parse.js';
 import { apertureSize } from './aperture-size.js';
 
 const NAME = 'nvgrace-vfio-user';

@@ -6,7 +6,7 @@ import { MIN_FILE_BAR0_SIZE, openFileBar0 } from '../backends/bar0-file.js';
 import { parseBdf, pciDeviceDir } from '../backends/vfio/pci-address.js';
 import { nextPowerOfTwo } from '../device/bar-registers.js';
 import { previewBacking, type BackingPreview } from '../backends/backing-preview.js';
-import type { Bar0Spec } from '../device/bar0-source.js';
+import type { Bar0Spec } from '../backends/bar0-spec.js';
 import { DEFAULT_IDENTITY } from '../device/gpu-device.js';
 import { LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
 import { PCI_CLASS_3D_CONTROLLER } from '../device/pci.js';

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseBar0Spec } from '../../src/device/bar0-source.js';
+import { parseBar0Spec } from '../../src/cli/parse.js';
 import { VfioUserClient } from '../../src/client/client.js';
 import { native } from '../../src/native/native.js';
 import { RegionIndex } from '../../src/wire/constants.js';
