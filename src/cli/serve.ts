@@ -1,5 +1,6 @@
 import { openAperture, type Aperture } from '../backends/aperture.js';
 import type { Bar0Spec } from '../backends/bar0-spec.js';
+import { reopenForClient } from '../backends/client-fd.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
 import { GpuDevice } from '../device/gpu-device.js';
@@ -118,6 +119,7 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
       dmaOps: dmaFileOps,
       maxDmaMaps: Limits.MAX_DMA_MAPS,
       maxClientFds: fdCap.limit,
+      reopenForClient,
     });
   } catch (err) {
     fn?.close();

@@ -28,6 +28,11 @@ interface DeviceOptions {
   maxDmaMaps: number;
   /** Client fds (DMA maps and eventfds) held at once; unlimited when absent. */
   maxClientFds?: number;
+  /**
+   * A new open file description of a region's fd for one client, or null to
+   * share the fd as it is (the default).
+   */
+  reopenForClient?: (fd: number) => number | null;
 }
 
 /** The GPU as the daemon emulates it, its registers from a BAR0 source. */
@@ -94,6 +99,8 @@ export class GpuDevice {
   readonly interrupts: Interrupts;
   readonly dma: DmaMapTable;
   readonly clientFds: FdBudget;
+  /** See DeviceOptions.reopenForClient; the session closes what it returns. */
+  readonly reopenForClient: (fd: number) => number | null;
   private readonly regions: (Region | null)[];
 
   constructor(opts: GpuDeviceOptions) {
@@ -119,6 +126,7 @@ export class GpuDevice {
     );
 
     this.clientFds = new FdBudget(opts.maxClientFds ?? Infinity);
+    this.reopenForClient = opts.reopenForClient ?? (() => null);
     this.interrupts = new Interrupts(fn.irqKinds, opts.events, fn.irqRoute, this.clientFds);
     this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize, fn.dmaObserver, this.clientFds);
   }

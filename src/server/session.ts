@@ -41,7 +41,6 @@ import {
   writeRegionWriteReply,
   writeU32,
 } from '../wire/serializer.js';
-import { reopenForClient } from '../backends/client-fd.js';
 import { native } from '../native/native.js';
 import type { Counters } from './counters.js';
 import type { Connection, MessageSink } from '../transport/connection.js';
@@ -62,7 +61,7 @@ export class Session implements MessageSink {
   private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
   private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
   private readonly traceAccess: boolean;
-  /** This client's own open files of the mappable regions (see reopenForClient). */
+  /** This client's own open files of the mappable regions (see GpuDevice.reopenForClient). */
   private readonly regionFds = new Map<number, number>();
   /**
    * Whether this client could have changed device memory: it wrote a region
@@ -260,7 +259,7 @@ export class Session implements MessageSink {
     this.mayHaveWritten = true;
     let fd = this.regionFds.get(q.index);
     if (fd === undefined) {
-      fd = reopenForClient(mm.fd) ?? mm.fd;
+      fd = this.device.reopenForClient(mm.fd) ?? mm.fd;
       if (fd !== mm.fd) this.regionFds.set(q.index, fd);
     }
     this.reply(h, msg, noReply, [fd]);
