@@ -1,5 +1,5 @@
 import { Errno, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqInfoFlag, IrqSetFlag } from '../wire/constants.js';
-import { WireError } from '../wire/errors.js';
+import { DeviceError } from './errors.js';
 import type { IrqSet } from '../wire/messages.js';
 import { FdBudget } from './fd-budget.js';
 
@@ -12,7 +12,7 @@ export interface IrqKind {
 
 /** Eventfd operations, injected so the device model does no I/O of its own. */
 export interface EventSink {
-  /** Throws (WireError) unless `fd` is something signal() can use. */
+  /** Throws (DeviceError) unless `fd` is something signal() can use. */
   check(fd: number): void;
   signal(fd: number): void;
   /** Calls `onSignal` whenever the client signals `fd`; returns the way to stop. */
@@ -90,43 +90,43 @@ export class Interrupts {
    */
   set(req: IrqSet, fds: number[]): void {
     const s = this.state[req.index];
-    if (!s) throw new WireError(Errno.EINVAL, `SET_IRQS: no irq index ${req.index}`);
+    if (!s) throw new DeviceError(Errno.EINVAL, `SET_IRQS: no irq index ${req.index}`);
     const data = req.flags & IRQ_SET_DATA_MASK;
     const action = req.flags & IRQ_SET_ACTION_MASK;
-    if (req.flags & ~(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)) throw new WireError(Errno.EINVAL, 'SET_IRQS: unknown flags');
+    if (req.flags & ~(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)) throw new DeviceError(Errno.EINVAL, 'SET_IRQS: unknown flags');
     if (!isSingleBit(data) || !isSingleBit(action)) {
-      throw new WireError(Errno.EINVAL, 'SET_IRQS: exactly one data type and one action required');
+      throw new DeviceError(Errno.EINVAL, 'SET_IRQS: exactly one data type and one action required');
     }
-    if (req.argsz < 20) throw new WireError(Errno.EINVAL, `SET_IRQS: argsz ${req.argsz} below 20`);
+    if (req.argsz < 20) throw new DeviceError(Errno.EINVAL, `SET_IRQS: argsz ${req.argsz} below 20`);
 
     if (req.count === 0) {
       // count 0 with DATA_NONE and TRIGGER disables the whole index.
       if (data !== IrqSetFlag.DATA_NONE || action !== IrqSetFlag.ACTION_TRIGGER || req.start !== 0) {
-        throw new WireError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
+        throw new DeviceError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
       }
-      if (fds.length > 0) throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
+      if (fds.length > 0) throw new DeviceError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
       this.route?.apply(req, fds);
       this.disable(s);
       return;
     }
     if (req.start >= s.kind.count || req.count > s.kind.count - req.start) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} range ${req.start}+${req.count} beyond ${s.kind.count}`);
+      throw new DeviceError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} range ${req.start}+${req.count} beyond ${s.kind.count}`);
     }
     if (data === IrqSetFlag.DATA_BOOL && req.bools.length < req.count) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${req.bools.length} bools for count ${req.count}`);
+      throw new DeviceError(Errno.EINVAL, `SET_IRQS: ${req.bools.length} bools for count ${req.count}`);
     }
     if (data !== IrqSetFlag.DATA_EVENTFD && fds.length > 0) {
-      throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent without DATA_EVENTFD');
+      throw new DeviceError(Errno.EINVAL, 'SET_IRQS: fds sent without DATA_EVENTFD');
     }
     if (data === IrqSetFlag.DATA_EVENTFD && fds.length !== 0 && fds.length !== req.count) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${fds.length} eventfds for count ${req.count}`);
+      throw new DeviceError(Errno.EINVAL, `SET_IRQS: ${fds.length} eventfds for count ${req.count}`);
     }
     const maskable = (s.kind.flags & IrqInfoFlag.MASKABLE) !== 0;
     if (action !== IrqSetFlag.ACTION_TRIGGER && !maskable) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} is not maskable`);
+      throw new DeviceError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} is not maskable`);
     }
     if (action === IrqSetFlag.ACTION_MASK && data === IrqSetFlag.DATA_EVENTFD) {
-      throw new WireError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
+      throw new DeviceError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
     }
     // eventfds are checked and counted before anything changes, here or in a host driver
     let replaced = 0;

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { DeviceError } from '../device/errors.js';
 import type { GpuDevice } from '../device/gpu-device.js';
 import {
   Command,
@@ -157,9 +158,11 @@ export class Session implements MessageSink {
   }
 
   private fail(h: Header, err: unknown, noReply: boolean): void {
-    const errno = err instanceof WireError ? err.errno : errnoOf(err);
+    // the edge where the device's refusals become wire error replies
+    const refused = err instanceof WireError || err instanceof DeviceError;
+    const errno = refused ? err.errno : errnoOf(err);
     this.counters.countError(errno);
-    if (err instanceof WireError) {
+    if (refused) {
       this.log.debug({ command: commandName(h.command), id: h.id, errno, reason: err.message }, 'request refused');
     } else {
       this.counters.internalErrors++;

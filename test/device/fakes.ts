@@ -6,7 +6,7 @@ import { GpuDevice, DEFAULT_IDENTITY, type EmulatedDeviceOptions } from '../../s
 import type { EventSink } from '../../src/device/interrupts.js';
 import type { MemoryBacking } from '../../src/device/memory-bar.js';
 import { Errno } from '../../src/wire/constants.js';
-import { WireError } from '../../src/wire/errors.js';
+import { DeviceError } from '../../src/device/errors.js';
 
 /**
  * Memory of any size (up to 2^53), sparse: only bytes written are stored, the
@@ -88,7 +88,7 @@ export class FakeEvents implements EventSink {
   readonly notEventfds = new Set<number>();
 
   check(fd: number): void {
-    if (this.notEventfds.has(fd)) throw new WireError(Errno.EINVAL, `fd ${fd} is not an eventfd`);
+    if (this.notEventfds.has(fd)) throw new DeviceError(Errno.EINVAL, `fd ${fd} is not an eventfd`);
   }
 
   watch(fd: number, onSignal: () => void): () => void {
@@ -126,7 +126,7 @@ export class FakeDmaOps implements DmaFileOps {
 
   check(fd: number, offset: number, size: number): void {
     this.checks.push({ fd, offset, size });
-    if (this.bad.has(fd)) throw new WireError(Errno.EBADF, `fd ${fd} is bad`);
+    if (this.bad.has(fd)) throw new DeviceError(Errno.EBADF, `fd ${fd} is bad`);
   }
 
   map(fd: number, offset: number, size: number, writable: boolean): ArrayBuffer {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Interrupts, type IrqKind } from '../../src/device/interrupts.js';
 import { Errno, IrqIndex, IrqInfoFlag, IrqSetFlag } from '../../src/wire/constants.js';
-import { WireError } from '../../src/wire/errors.js';
+import { DeviceError } from '../../src/device/errors.js';
 import type { IrqSet } from '../../src/wire/messages.js';
 import { FakeEvents } from './fakes.js';
 
@@ -37,11 +37,11 @@ function einval(fn: () => void): void {
   try {
     fn();
   } catch (err) {
-    expect(err).toBeInstanceOf(WireError);
-    expect((err as WireError).errno).toBe(Errno.EINVAL);
+    expect(err).toBeInstanceOf(DeviceError);
+    expect((err as DeviceError).errno).toBe(Errno.EINVAL);
     return;
   }
-  expect.fail('expected WireError(EINVAL)');
+  expect.fail('expected DeviceError(EINVAL)');
 }
 
 describe('Interrupts: eventfd assignment', () => {
