@@ -17,6 +17,9 @@ import {
 import { WireError } from '../wire/errors.js';
 import type { Capabilities, Header, RegionAccess } from '../wire/messages.js';
 import {
+  checkDmaMap,
+  checkDmaUnmap,
+  checkIrqSet,
   decodeDeviceInfo,
   decodeDmaMap,
   decodeDmaUnmap,
@@ -203,8 +206,7 @@ export class Session implements MessageSink {
 
   private dmaMap(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
     const m = decodeDmaMap(buf, at, len);
-    if (m.argsz !== Size.DMA_MAP) throw new WireError(Errno.EINVAL, `DMA_MAP argsz ${m.argsz}, expected 32`);
-    if (fds.length > 1) throw new WireError(Errno.EINVAL, `DMA_MAP with ${fds.length} fds`);
+    checkDmaMap(m, fds.length);
     const fd = fds.length === 1 ? fds[0]! : null;
     this.device.dma.add(m.address, m.size, m.flags, fd, m.offset);
     fds.length = 0; // the table owns the fd now
@@ -213,29 +215,20 @@ export class Session implements MessageSink {
 
   private dmaUnmap(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const u = decodeDmaUnmap(buf, at, len);
-    if (len !== Size.DMA_UNMAP) throw new WireError(Errno.EINVAL, 'DMA_UNMAP dirty bitmaps are not supported');
-    if (u.argsz < Size.DMA_UNMAP) throw new WireError(Errno.EINVAL, `DMA_UNMAP argsz ${u.argsz} below 24`);
-    if (u.flags & DmaUnmapFlag.GET_DIRTY_PAGE_INFO) throw new WireError(Errno.EOPNOTSUPP, 'dirty page tracking is not supported');
-    if (u.flags & ~DmaUnmapFlag.ALL) throw new WireError(Errno.EINVAL, `DMA_UNMAP flags 0x${u.flags.toString(16)}`);
-    if (u.flags & DmaUnmapFlag.ALL) {
-      if (u.address !== 0 || u.size !== 0) throw new WireError(Errno.EINVAL, 'DMA_UNMAP ALL with an address or size');
-      this.device.dma.clear();
-    } else {
-      this.device.dma.remove(u.address, u.size);
-    }
+    checkDmaUnmap(u, len);
+    if (u.flags & DmaUnmapFlag.ALL) this.device.dma.clear();
+    else this.device.dma.remove(u.address, u.size);
     if (!noReply) this.channel.send(this.replyBuf, writeEchoReply(this.replyBuf, h.id, h.command, buf, at, Size.DMA_UNMAP));
   }
 
   private deviceInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeDeviceInfo(buf, at, len);
-    if (q.argsz < Size.DEVICE_INFO) throw new WireError(Errno.EINVAL, `DEVICE_GET_INFO argsz ${q.argsz} below 16`);
     const d = this.device;
     this.reply(h, encodeDeviceInfoReply(h.id, d.flags, d.numRegions, d.numIrqs), noReply);
   }
 
   private regionInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeIndexQuery(buf, at, len, Size.REGION_INFO, 'DEVICE_GET_REGION_INFO');
-    if (q.argsz < Size.REGION_INFO) throw new WireError(Errno.EINVAL, `region info argsz ${q.argsz} below 32`);
     if (q.index >= this.device.numRegions) throw new WireError(Errno.EINVAL, `no region ${q.index}`);
     const r = this.device.region(q.index);
     if (!r) {
@@ -271,7 +264,6 @@ export class Session implements MessageSink {
   private regionIoFds(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeIndexQuery(buf, at, len, Size.REGION_IO_FDS, 'DEVICE_GET_REGION_IO_FDS');
     if (q.index >= this.device.numRegions) throw new WireError(Errno.EINVAL, `no region ${q.index}`);
-    if (q.argsz < Size.REGION_IO_FDS) throw new WireError(Errno.EINVAL, `argsz ${q.argsz} below 16`);
     // No ioeventfd sub-regions: every trapped access comes over the socket.
     const payload = Buffer.alloc(Size.REGION_IO_FDS);
     writeU32(payload, 0, Size.REGION_IO_FDS);
@@ -281,7 +273,6 @@ export class Session implements MessageSink {
 
   private irqInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeIndexQuery(buf, at, len, Size.IRQ_INFO, 'DEVICE_GET_IRQ_INFO');
-    if (q.argsz < Size.IRQ_INFO) throw new WireError(Errno.EINVAL, `irq info argsz ${q.argsz} below 16`);
     const k = this.device.interrupts.info(q.index);
     if (!k) throw new WireError(Errno.EINVAL, `no irq index ${q.index}`);
     this.reply(h, encodeIrqInfoReply(h.id, k.index, k.flags, k.count), noReply);
@@ -289,6 +280,7 @@ export class Session implements MessageSink {
 
   private setIrqs(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
     const s = decodeIrqSet(buf, at, len);
+    checkIrqSet(s, fds.length);
     this.device.interrupts.set(s, fds);
     this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
   }
@@ -320,7 +312,6 @@ export class Session implements MessageSink {
 
   private regionRead(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const a = decodeRegionAccess(buf, at, len, false, this.access);
-    if (len !== Size.REGION_ACCESS) throw new WireError(Errno.EINVAL, 'REGION_READ carries data');
     const r = this.target(a, false);
     this.counters.trappedReads[a.region]!++;
     if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'read');

@@ -1,6 +1,6 @@
 // Pure decoders for vfio-user payloads. Each takes the buffer, where the payload
 // starts and how long it is; none does I/O, and none throws anything but WireError.
-import { Errno, HEADER_SIZE, Size } from './constants.js';
+import { DmaUnmapFlag, Errno, HEADER_SIZE, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqSetFlag, Size } from './constants.js';
 import { WireError, invalid } from './errors.js';
 import type {
   Capabilities,
@@ -131,20 +131,39 @@ export function decodeDmaUnmap(buf: Uint8Array, at: number, len: number): DmaUnm
   };
 }
 
+/** The shape of a DMA_MAP with the `fdCount` fds that came with it: the fixed argsz, one fd at most. */
+export function checkDmaMap(m: DmaMap, fdCount: number): void {
+  if (m.argsz !== Size.DMA_MAP) throw invalid(`DMA_MAP argsz ${m.argsz}, expected ${Size.DMA_MAP}`);
+  if (fdCount > 1) throw invalid(`DMA_MAP with ${fdCount} fds`);
+}
+
+/** The shape of a DMA_UNMAP of `len` payload bytes: no dirty bitmap, known flags, ALL alone. */
+export function checkDmaUnmap(u: DmaUnmap, len: number): void {
+  if (len !== Size.DMA_UNMAP) throw invalid('DMA_UNMAP dirty bitmaps are not supported');
+  if (u.argsz < Size.DMA_UNMAP) throw invalid(`DMA_UNMAP argsz ${u.argsz} below ${Size.DMA_UNMAP}`);
+  if (u.flags & DmaUnmapFlag.GET_DIRTY_PAGE_INFO) throw new WireError(Errno.EOPNOTSUPP, 'dirty page tracking is not supported');
+  if (u.flags & ~DmaUnmapFlag.ALL) throw invalid(`DMA_UNMAP flags 0x${u.flags.toString(16)}`);
+  if (u.flags & DmaUnmapFlag.ALL && (u.address !== 0 || u.size !== 0)) throw invalid('DMA_UNMAP ALL with an address or size');
+}
+
 export function decodeDeviceInfo(buf: Uint8Array, at: number, len: number): DeviceInfo {
   need(len, Size.DEVICE_INFO, 'DEVICE_GET_INFO');
+  const argsz = readU32(buf, at);
+  if (argsz < Size.DEVICE_INFO) throw invalid(`DEVICE_GET_INFO argsz ${argsz} below ${Size.DEVICE_INFO}`);
   return {
-    argsz: readU32(buf, at),
+    argsz,
     flags: readU32(buf, at + 4),
     numRegions: readU32(buf, at + 8),
     numIrqs: readU32(buf, at + 12),
   };
 }
 
-/** GET_REGION_INFO, GET_IRQ_INFO and GET_REGION_IO_FDS requests: argsz, flags, index. */
+/** GET_REGION_INFO, GET_IRQ_INFO and GET_REGION_IO_FDS requests: argsz, flags, index; `min` bytes at least, and argsz too. */
 export function decodeIndexQuery(buf: Uint8Array, at: number, len: number, min: number, what: string): IndexQuery {
   need(len, min, what);
-  return { argsz: readU32(buf, at), flags: readU32(buf, at + 4), index: readU32(buf, at + 8) };
+  const argsz = readU32(buf, at);
+  if (argsz < min) throw invalid(`${what}: argsz ${argsz} below ${min}`);
+  return { argsz, flags: readU32(buf, at + 4), index: readU32(buf, at + 8) };
 }
 
 export function decodeRegionInfo(buf: Uint8Array, at: number, len: number): RegionInfo {
@@ -205,6 +224,37 @@ export function decodeIrqSet(buf: Uint8Array, at: number, len: number): IrqSet {
 }
 
 /**
+ * The shape of a SET_IRQS as <linux/vfio.h> defines it, with the `fdCount`
+ * eventfds that came with it: one data type and one action, data for every
+ * vector, fds only with DATA_EVENTFD. Whether the index and vectors exist is
+ * the device's to say.
+ */
+export function checkIrqSet(s: IrqSet, fdCount: number): void {
+  if (s.argsz < Size.IRQ_SET) throw invalid(`SET_IRQS: argsz ${s.argsz} below ${Size.IRQ_SET}`);
+  const data = s.flags & IRQ_SET_DATA_MASK;
+  const action = s.flags & IRQ_SET_ACTION_MASK;
+  if (s.flags & ~(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)) throw invalid('SET_IRQS: unknown flags');
+  if (!isSingleBit(data) || !isSingleBit(action)) throw invalid('SET_IRQS: exactly one data type and one action required');
+  if (s.count === 0) {
+    // count 0 with DATA_NONE and TRIGGER disables the whole index.
+    if (data !== IrqSetFlag.DATA_NONE || action !== IrqSetFlag.ACTION_TRIGGER || s.start !== 0) {
+      throw invalid('SET_IRQS: count 0 is only valid to disable an index');
+    }
+    if (fdCount > 0) throw invalid('SET_IRQS: fds sent with count 0');
+    return;
+  }
+  if (data === IrqSetFlag.DATA_BOOL && s.bools.length < s.count) throw invalid(`SET_IRQS: ${s.bools.length} bools for count ${s.count}`);
+  if (data !== IrqSetFlag.DATA_EVENTFD && fdCount > 0) throw invalid('SET_IRQS: fds sent without DATA_EVENTFD');
+  if (data === IrqSetFlag.DATA_EVENTFD && fdCount !== 0 && fdCount !== s.count) {
+    throw invalid(`SET_IRQS: ${fdCount} eventfds for count ${s.count}`);
+  }
+}
+
+function isSingleBit(v: number): boolean {
+  return v !== 0 && (v & (v - 1)) === 0;
+}
+
+/**
  * REGION_READ request or REGION_WRITE request/reply. Fills `out` so the hot path
  * allocates nothing; `hasData` says a write body must follow (and match count).
  */
@@ -225,6 +275,7 @@ export function decodeRegionAccess(
     }
     out.dataOffset = at + Size.REGION_ACCESS;
   } else {
+    if (len !== Size.REGION_ACCESS) throw invalid('REGION_READ carries data');
     out.dataOffset = -1;
   }
   return out;

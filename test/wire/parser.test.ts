@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { Errno, HEADER_SIZE, RegionCap, Size } from '../../src/wire/constants.js';
+import { Errno, HEADER_SIZE, IrqIndex, IrqSetFlag, RegionCap, Size } from '../../src/wire/constants.js';
 import { WireError } from '../../src/wire/errors.js';
-import type { RegionAccess } from '../../src/wire/messages.js';
+import type { IrqSet, RegionAccess } from '../../src/wire/messages.js';
 import {
+  checkIrqSet,
   decodeDeviceFeature,
   decodeDeviceInfo,
   decodeDmaMap,
@@ -334,6 +335,54 @@ describe('decodeIrqSet', () => {
 
   it('has no bools when the payload is the fixed part', () => {
     expect(decodeIrqSet(Buffer.alloc(40), 0, 20).bools.length).toBe(0);
+  });
+});
+
+describe('checkIrqSet: the shape of a SET_IRQS and its fds', () => {
+  const { DATA_NONE, DATA_BOOL, DATA_EVENTFD, ACTION_MASK, ACTION_UNMASK, ACTION_TRIGGER } = IrqSetFlag;
+  const req = (flags: number, index: number, start: number, count: number, bools: number[] = []): IrqSet => ({
+    argsz: 20 + bools.length,
+    flags,
+    index,
+    start,
+    count,
+    bools: Uint8Array.from(bools),
+  });
+  const invalid: [string, IrqSet, number[]][] = [
+    ['two data types', req(DATA_NONE | DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1, [1]), []],
+    ['no data type', req(ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), []],
+    ['two actions', req(DATA_NONE | ACTION_MASK | ACTION_TRIGGER, IrqIndex.INTX, 0, 1), []],
+    ['no action', req(DATA_NONE, IrqIndex.MSIX, 0, 1), []],
+    ['unknown flag bits', req(DATA_NONE | ACTION_TRIGGER | (1 << 6), IrqIndex.MSIX, 0, 1), []],
+    ['high unknown flag bit', req(DATA_NONE | ACTION_TRIGGER | 0x80000000, IrqIndex.MSIX, 0, 1), []],
+    ['fewer fds than count', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 3), [50, 51]],
+    ['more fds than count', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), [50, 51]],
+    ['fds with DATA_NONE', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), [50]],
+    ['fds with DATA_BOOL', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1, [1]), [50]],
+    ['BOOL array shorter than count', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 3, [1, 1]), []],
+    ['BOOL array empty', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), []],
+    ['argsz below 20', { ...req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), argsz: 19 }, []],
+    ['count 0 with DATA_BOOL', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), []],
+    ['count 0 with DATA_EVENTFD', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), []],
+    ['count 0 with a start', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 1, 0), []],
+    ['count 0 with MASK', req(DATA_NONE | ACTION_MASK, IrqIndex.INTX, 0, 0), []],
+    ['count 0 with UNMASK', req(DATA_NONE | ACTION_UNMASK, IrqIndex.INTX, 0, 0), []],
+    ['count 0 disable with fds attached', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), [50]],
+  ];
+  for (const [name, request, fds] of invalid) {
+    it(`refuses ${name}`, () => expectEinval(() => checkIrqSet(request, fds.length)));
+  }
+
+  it.each([
+    ['eventfds for every vector', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 2), 2],
+    ['no eventfds: de-assign', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 2), 0],
+    ['a disable', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), 0],
+    ['bools for every vector', req(DATA_BOOL | ACTION_MASK, IrqIndex.INTX, 0, 1, [1]), 0],
+    ['an unmask', req(DATA_NONE | ACTION_UNMASK, IrqIndex.INTX, 0, 1), 0],
+    // vectors that do not exist are the device's to refuse
+    ['any index and range', req(DATA_NONE | ACTION_TRIGGER, 0xffffffff, 7, 9), 0],
+  ] as const)('accepts %s', (_name, request, fdCount) => {
+    expect(() => checkIrqSet(request, fdCount)).not.toThrow();
   });
 });
 
