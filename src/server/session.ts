@@ -44,6 +44,7 @@ import {
   writeRegionReadReply,
   writeRegionWriteReply,
   writeU32,
+  writeWriteMultiReply,
 } from '../wire/serializer.js';
 import { native } from '../native/native.js';
 import type { Counters } from './counters.js';
@@ -124,7 +125,7 @@ export class Session implements MessageSink {
       case Command.REGION_WRITE:
         return this.regionWrite(h, buf, at, len, noReply);
       case Command.REGION_WRITE_MULTI:
-        return this.writeMulti(buf, at, len);
+        return this.writeMulti(h, buf, at, len, noReply);
       case Command.VERSION:
         return this.version(h, buf, at, len, noReply);
       case Command.DMA_MAP:
@@ -333,8 +334,11 @@ export class Session implements MessageSink {
     this.channel.send(this.replyBuf, size);
   }
 
-  /** Always posted: errors cannot be reported, so a bad batch is dropped whole and logged. */
-  private writeMulti(buf: Buffer, at: number, len: number): void {
+  /**
+   * A bad batch is dropped whole. QEMU posts every batch (NO_REPLY), so its
+   * errors are only logged; a client that asks gets wr_cnt or the error.
+   */
+  private writeMulti(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     if (!this.writeMultiple) throw new WireError(Errno.EINVAL, 'REGION_WRITE_MULTI without the write_multiple capability');
     const n = decodeWriteMultiCount(buf, at, len, Limits.MAX_WRITE_MULTI);
     const a = this.access;
@@ -345,6 +349,7 @@ export class Session implements MessageSink {
       this.counters.trappedWrites[a.region]!++;
       this.device.region(a.region)!.write(a.offset, buf, a.dataOffset, a.count);
     }
+    if (!noReply) this.channel.send(this.replyBuf, writeWriteMultiReply(this.replyBuf, h.id, n));
   }
 }
 

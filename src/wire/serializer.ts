@@ -162,6 +162,14 @@ export function writeRegionWriteReply(buf: Uint8Array, id: number, offset: numbe
   return size;
 }
 
+/** A REGION_WRITE_MULTI reply: wr_cnt, the number of writes done. */
+export function writeWriteMultiReply(buf: Uint8Array, id: number, writes: number): number {
+  const size = HEADER_SIZE + Size.WRITE_MULTI_COUNT;
+  writeHeader(buf, 0, id, Command.REGION_WRITE_MULTI, size, MsgType.REPLY);
+  writeU64(buf, HEADER_SIZE, writes);
+  return size;
+}
+
 /** An empty reply into a caller's buffer (the DMA churn of a booting VM allocates nothing); returns its size. */
 export function writeEmptyReply(buf: Uint8Array, id: number, command: number): number {
   writeHeader(buf, 0, id, command, HEADER_SIZE, MsgType.REPLY);
@@ -270,13 +278,13 @@ export interface MultiWrite {
   data: Uint8Array;
 }
 
-/** REGION_WRITE_MULTI is always sent without a reply, as QEMU does. */
-export function encodeWriteMulti(id: number, writes: readonly MultiWrite[]): Buffer {
+/** REGION_WRITE_MULTI; QEMU always sends it without a reply (the default here too). */
+export function encodeWriteMulti(id: number, writes: readonly MultiWrite[], noReply = true): Buffer {
   const buf = message(
     Command.REGION_WRITE_MULTI,
     id,
     Size.WRITE_MULTI_COUNT + writes.length * Size.WRITE_MULTI_ENTRY,
-    MsgType.COMMAND | Flag.NO_REPLY,
+    MsgType.COMMAND | (noReply ? Flag.NO_REPLY : 0),
   );
   writeU64(buf, HEADER_SIZE, writes.length);
   writes.forEach((w, i) => {
