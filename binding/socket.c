@@ -372,5 +372,7 @@ bool nv_init_socket(napi_env env, napi_value exports) {
       NV_FN("socketPair", socket_pair), NV_FN("recvMsg", recv_msg),
       NV_FN("sendMsg", send_msg),
   };
-  return nv_define_functions(env, exports, props, sizeof props / sizeof props[0]);
+  /* the TypeScript side checks its Limits.MAX_MSG_FDS against this */
+  return nv_define_functions(env, exports, props, sizeof props / sizeof props[0]) &&
+         nv_define_constant(env, exports, "MAX_FDS", NV_MAX_FDS);
 }

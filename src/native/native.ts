@@ -207,6 +207,8 @@ export interface NativeBinding {
   adoptListener(fd: number): string;
 
   // --- constants -----------------------------------------------------------
+  /** fds one recvMsg takes and one sendMsg carries (NV_MAX_FDS). */
+  readonly MAX_FDS: number;
   readonly READABLE: number;
   readonly WRITABLE: number;
   readonly DISCONNECT: number;

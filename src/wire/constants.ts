@@ -133,7 +133,7 @@ export const Size = {
 
 /** What this server advertises and enforces. */
 export const Limits = {
-  /** fds we accept in one message. */
+  /** fds we accept in one message; the binding's NV_MAX_FDS (test/native/native.test.ts checks they agree). */
   MAX_MSG_FDS: 16,
   /** Largest REGION_READ/WRITE count; QEMU accepts up to 64 MiB. */
   MAX_DATA_XFER_SIZE: 1 << 20,
@@ -143,6 +143,3 @@ export const Limits = {
   /** Largest write-multi batch QEMU builds. */
   MAX_WRITE_MULTI: 200,
 } as const;
-
-/** Largest message we will receive: a full data transfer plus its headers. */
-export const MAX_MESSAGE_SIZE = HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE;
