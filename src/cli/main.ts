@@ -2,7 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { inspect } from './inspect.js';
 import { parseAddress, parseBar0Spec, parseCount, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
 import { READY_WAIT_MODES } from '../device/readiness.js';
-import { SCRUB_MODES } from '../backends/scrub.js';
+import { SCRUB_MODES } from '../device/memory-scrub.js';
 import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
 import { serve } from './serve.js';
 import { apertureSize } from './aperture-size.js';
