@@ -10,7 +10,6 @@ import { ACCEPT_BACKOFF_MS, ListenError, Listener } from '../transport/listener.
 import { ProcessWatch } from './process-watch.js';
 import { Session } from './session.js';
 
-
 export interface DaemonOptions {
   /** Socket file to create; unused when listenFd is given. */
   socketPath?: string | undefined;
