@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
+import { nextPowerOfTwo } from '../common/arith.js';
 import type { Bar0Source } from '../device/bar0-source.js';
 import { FdMemory } from './fd-memory.js';
 import { MmioMemory } from './mmio-memory.js';

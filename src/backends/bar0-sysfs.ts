@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Bar0Source } from '../device/bar0-source.js';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
+import { nextPowerOfTwo } from '../common/arith.js';
 import { MIN_FILE_BAR0_SIZE } from './bar0-file.js';
 import { MmioMemory } from './mmio-memory.js';
 import { parseBdf, pciDeviceDir, SYSTEM_PATHS, type HostPaths } from './vfio/pci-address.js';

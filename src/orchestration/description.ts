@@ -4,7 +4,7 @@ import { EMULATED_BAR0_SIZE } from '../backends/bar0-emulated.js';
 import type { ApertureKind } from '../backends/aperture.js';
 import { MIN_FILE_BAR0_SIZE, openFileBar0 } from '../backends/bar0-file.js';
 import { parseBdf, pciDeviceDir } from '../backends/vfio/pci-address.js';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
+import { nextPowerOfTwo } from '../common/arith.js';
 import { previewBacking, type BackingPreview } from '../backends/backing-preview.js';
 import type { Bar0Spec } from '../backends/bar0-spec.js';
 import { DEFAULT_IDENTITY } from '../device/gpu-device.js';

@@ -1,6 +1,7 @@
 // Pure decoders for vfio-user payloads. Each takes the buffer, where the payload
 // starts and how long it is; none does I/O, and none throws anything but WireError.
 import { DmaUnmapFlag, Errno, HEADER_SIZE, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqSetFlag, Size } from './constants.js';
+import { TWO_32 } from '../common/arith.js';
 import { WireError, invalid } from './errors.js';
 import type {
   Capabilities,
@@ -18,8 +19,6 @@ import type {
   Version,
 } from './messages.js';
 import { RegionCap } from './constants.js';
-
-const TWO_32 = 0x1_0000_0000;
 
 /** Reads a little-endian u64; values that a JS number cannot hold exactly are refused. */
 export function readU64(buf: Uint8Array, at: number, what: string): number {

@@ -1,10 +1,9 @@
 // Pure encoders for vfio-user messages. The write* functions fill a caller's
 // buffer (the server reuses one per connection); the encode* functions return
 // a fresh Buffer for messages that are rare or built by the client.
+import { TWO_32 } from '../common/arith.js';
 import { Command, Flag, HEADER_SIZE, MsgType, RegionCap, Size, SPARSE_MMAP_VERSION } from './constants.js';
 import type { Capabilities, RegionInfo, SparseArea } from './messages.js';
-
-const TWO_32 = 0x1_0000_0000;
 
 export function writeU64(buf: Uint8Array, at: number, value: number): void {
   const lo = value % TWO_32;

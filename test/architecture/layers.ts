@@ -8,6 +8,8 @@ import ts from 'typescript';
  * Which layers each layer may import (besides itself). A layer is a folder of
  * src/; the files at the top of src/ (the logger) are the layer `log`.
  *
+ * - common: integer arithmetic (alignUp, nextPowerOfTwo, ...), below everything.
+ * - native: the typed loader of the N-API binding, below everything but common.
  * - wire: the pure codec, nothing below it.
  * - device: the model. It owns the interfaces it needs (MemoryBacking,
  *   Bar0Source, DmaFileOps, EventSink, HostFunction) and speaks the protocol's
@@ -17,7 +19,8 @@ import ts from 'typescript';
  *   (what it needs from one is injected through the device).
  * - cli (and orchestration, service) assemble backends into a device.
  */
-export const LAYERS: Record<string, readonly string[]> = {
+const LAYER_TABLE: Record<string, readonly string[]> = {
+  common: [],
   native: [],
   wire: [],
   log: [],
@@ -30,6 +33,10 @@ export const LAYERS: Record<string, readonly string[]> = {
   orchestration: ['client', 'device', 'backends', 'wire', 'native'],
   cli: ['service', 'orchestration', 'client', 'server', 'transport', 'device', 'backends', 'wire', 'native', 'log'],
 };
+/** `common` (pure arithmetic) is below everything. */
+export const LAYERS: Record<string, readonly string[]> = Object.fromEntries(
+  Object.entries(LAYER_TABLE).map(([layer, deps]) => [layer, layer === 'common' ? deps : [...deps, 'common']]),
+);
 
 /** Layers that may import only some files of another: the protocol's vocabulary, not its codec or errors. */
 export const ONLY_FILES: Record<string, Record<string, readonly string[]>> = {
