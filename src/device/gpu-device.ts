@@ -52,9 +52,6 @@ export type GpuDeviceOptions = EmulatedDeviceOptions | FunctionDeviceOptions;
 /** The aperture BAR's size in the `bar2` layout: the memory size rounded up to a power of two, a page at least. */
 export { memoryBarSize as apertureBarSize } from './layout.js';
 
-/** Slot of the aperture BAR in the `bar2` layout: BAR2/3, as in the original nvgrace-gpu design. */
-export const APERTURE_BAR = RegionIndex.BAR2;
-
 /** One BAR of the device, for reports (describe, qemu-args, logs). */
 export interface BarDescription {
   /** BAR slot; every BAR here is 64-bit, so it also takes the next slot. */

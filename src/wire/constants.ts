@@ -109,8 +109,6 @@ export const IRQ_SET_ACTION_MASK = IrqSetFlag.ACTION_MASK | IrqSetFlag.ACTION_UN
 export const DmaMapFlag = { READ: 1 << 0, WRITE: 1 << 1 } as const;
 export const DmaUnmapFlag = { GET_DIRTY_PAGE_INFO: 1 << 0, ALL: 1 << 1 } as const;
 
-export const DeviceFeatureFlag = { MASK: 0xffff, GET: 1 << 16, SET: 1 << 17, PROBE: 1 << 18 } as const;
-
 /** Fixed payload sizes (after the 16-byte header). */
 export const Size = {
   VERSION_MIN: 4,
@@ -125,7 +123,6 @@ export const Size = {
   WRITE_MULTI_COUNT: 8,
   WRITE_MULTI_ENTRY: 24,
   WRITE_MULTI_DATA: 8,
-  DEVICE_FEATURE: 8,
   CAP_HEADER: 8,
   SPARSE_MMAP_HEADER: 8,
   SPARSE_MMAP_AREA: 16,

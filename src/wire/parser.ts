@@ -5,7 +5,6 @@ import { TWO_32 } from '../common/arith.js';
 import { WireError, invalid } from './errors.js';
 import type {
   Capabilities,
-  DeviceFeature,
   DeviceInfo,
   DmaMap,
   DmaUnmap,
@@ -302,9 +301,4 @@ export function decodeWriteMultiEntry(buf: Uint8Array, at: number, i: number, ou
   }
   out.dataOffset = p + Size.REGION_ACCESS;
   return out;
-}
-
-export function decodeDeviceFeature(buf: Uint8Array, at: number, len: number): DeviceFeature {
-  need(len, Size.DEVICE_FEATURE, 'DEVICE_FEATURE');
-  return { argsz: readU32(buf, at), flags: readU32(buf, at + 4), data: buf.subarray(at + 8, at + len) };
 }

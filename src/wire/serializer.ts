@@ -45,10 +45,6 @@ export function writeErrorReply(buf: Uint8Array, at: number, id: number, command
   return HEADER_SIZE;
 }
 
-export function writeReplyHeader(buf: Uint8Array, id: number, command: number, size: number): void {
-  writeHeader(buf, 0, id, command, size, MsgType.REPLY);
-}
-
 function message(command: number, id: number, payload: number, flags: number): Buffer {
   const buf = Buffer.alloc(HEADER_SIZE + payload);
   writeHeader(buf, 0, id, command, HEADER_SIZE + payload, flags);
@@ -187,7 +183,7 @@ export function encodeEmptyReply(id: number, command: number): Buffer {
   return message(command, id, 0, MsgType.REPLY);
 }
 
-/** A reply that echoes the request payload (DMA_UNMAP, DEVICE_FEATURE set/probe). */
+/** A reply that echoes the request payload. */
 export function encodeEchoReply(id: number, command: number, payload: Uint8Array): Buffer {
   const buf = message(command, id, payload.length, MsgType.REPLY);
   buf.set(payload, HEADER_SIZE);
@@ -301,12 +297,4 @@ export function encodeWriteMulti(id: number, writes: readonly MultiWrite[], noRe
 
 export function encodeDeviceReset(id: number): Buffer {
   return message(Command.DEVICE_RESET, id, 0, MsgType.COMMAND);
-}
-
-export function encodeDeviceFeature(id: number, argsz: number, flags: number, data: Uint8Array = new Uint8Array()): Buffer {
-  const buf = message(Command.DEVICE_FEATURE, id, Size.DEVICE_FEATURE + data.length, MsgType.COMMAND);
-  writeU32(buf, HEADER_SIZE, argsz);
-  writeU32(buf, HEADER_SIZE + 4, flags);
-  buf.set(data, HEADER_SIZE + Size.DEVICE_FEATURE);
-  return buf;
 }

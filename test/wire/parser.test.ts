@@ -4,7 +4,6 @@ import { WireError } from '../../src/wire/errors.js';
 import type { IrqSet, RegionAccess } from '../../src/wire/messages.js';
 import {
   checkIrqSet,
-  decodeDeviceFeature,
   decodeDeviceInfo,
   decodeDmaMap,
   decodeDmaUnmap,
@@ -117,7 +116,6 @@ describe('fixed-size decoders refuse short payloads with EINVAL', () => {
     ['SET_IRQS', Size.IRQ_SET, (len) => decodeIrqSet(big, 0, len)],
     ['region access', Size.REGION_ACCESS, (len) => decodeRegionAccess(big, 0, len, false, access())],
     ['write multi', Size.WRITE_MULTI_COUNT, (len) => decodeWriteMultiCount(big, 0, len, 200)],
-    ['DEVICE_FEATURE', Size.DEVICE_FEATURE, (len) => decodeDeviceFeature(big, 0, len)],
   ];
   for (const [name, min, decode] of cases) {
     it(`${name}: ${min - 1} bytes and 0 bytes are refused`, () => {
@@ -460,12 +458,3 @@ describe('REGION_WRITE_MULTI', () => {
   });
 });
 
-describe('decodeDeviceFeature', () => {
-  it('decodes argsz, flags and the data that follows', () => {
-    const b = Buffer.from([16, 0, 0, 0, 1, 0, 2, 0, 0xaa, 0xbb]);
-    const f = decodeDeviceFeature(b, 0, b.length);
-    expect(f.argsz).toBe(16);
-    expect(f.flags).toBe(0x20001);
-    expect([...f.data]).toEqual([0xaa, 0xbb]);
-  });
-});
