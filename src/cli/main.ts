@@ -7,7 +7,7 @@ import { LAYOUT_NAMES, LayoutError } from '../device/layout.js';
 import { DEFAULT_APERTURE_SIZE } from '../backends/aperture.js';
 import { DEFAULT_MAX_CLIENT_FDS } from '../server/fd-limits.js';
 import { DEFAULT_TENANT_EXIT_TIMEOUT_MS, serve, type ServeOptions } from './serve.js';
-import { apertureSize } from './aperture-size.js';
+import { deviceFlagValues } from './device-flags.js';
 import { optionsFromEnv } from './env-options.js';
 import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
 import { parseListenAddress } from '../service/metrics-http.js';
@@ -121,15 +121,7 @@ function serveOptions(o: Record<string, any>, cmd: Command): ServeOptions {
     scrub: o['scrub'],
     maxClientFds: o['maxClientFds'],
     tenantExitTimeoutMs: o['tenantExitTimeout'] * 1000,
-    apertureSize: apertureSize(o, cmd),
-    apertureBase: o['apertureBase'],
-    aperturePath: o['aperturePath'],
-    apertureHugePages: o['apertureHugepages'],
-    apertureNumaNode: o['apertureNumaNode'],
-    bar0: typeof o['bar0'] === 'string' ? parseBar0Spec(o['bar0']) : o['bar0'],
-    layout: o['layout'],
-    vendorId: o['vendorId'],
-    deviceId: o['deviceId'],
+    ...deviceFlagValues(o, cmd),
     logLevel: o['logLevel'],
     readyWait: o['readyWait'],
     readyTimeoutMs: o['readyTimeout'] * 1000,
