@@ -1,8 +1,9 @@
-import { DeviceFlag, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../wire/constants.js';
+import { DeviceFlag, Errno, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../wire/constants.js';
 import type { Bar0Source } from './bar0-source.js';
 import { installBars } from './bar-registers.js';
 import type { MsixLayout } from './capabilities.js';
 import { ConfigRegion } from './config-region.js';
+import { DeviceError } from './errors.js';
 import type { DeviceConfig } from './config-source.js';
 import { DmaMapTable, type DmaFileOps } from './dma-maps.js';
 import { EmulatedFunction, type DeviceIdentity } from './emulated-function.js';
@@ -179,6 +180,17 @@ export class GpuDevice {
   /** The region at `index`, or null for an index the device does not implement (size 0). */
   region(index: number): Region | null {
     return this.regions[index] ?? null;
+  }
+
+  /** The region an access of `count` bytes at `offset` may go to; refuses (EINVAL) what is not there. */
+  accessible(index: number, offset: number, count: number, write: boolean): Region {
+    const r = this.regions[index];
+    if (!r) throw new DeviceError(Errno.EINVAL, `no region ${index}`);
+    if (write ? !r.writable : !r.readable) throw new DeviceError(Errno.EINVAL, `region ${index} is not ${write ? 'writable' : 'readable'}`);
+    if (offset >= r.size || count > r.size - offset) {
+      throw new DeviceError(Errno.EINVAL, `region ${index}: [0x${offset.toString(16)}, +${count}) beyond size 0x${r.size.toString(16)}`);
+    }
+    return r;
   }
 
   /**

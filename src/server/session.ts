@@ -20,6 +20,7 @@ import {
   checkDmaMap,
   checkDmaUnmap,
   checkIrqSet,
+  checkTransferSize,
   decodeDeviceInfo,
   decodeDmaMap,
   decodeDmaUnmap,
@@ -297,23 +298,10 @@ export class Session implements MessageSink {
     return pending ? pending.then(done) : done();
   }
 
-  /** Validates a region access; returns the region. */
-  private target(a: RegionAccess, write: boolean) {
-    if (a.count === 0 || a.count > Limits.MAX_DATA_XFER_SIZE) {
-      throw new WireError(Errno.EINVAL, `access of ${a.count} bytes (1..${Limits.MAX_DATA_XFER_SIZE})`);
-    }
-    const r = this.device.region(a.region);
-    if (!r) throw new WireError(Errno.EINVAL, `no region ${a.region}`);
-    if (write ? !r.writable : !r.readable) throw new WireError(Errno.EINVAL, `region ${a.region} is not ${write ? 'writable' : 'readable'}`);
-    if (a.offset >= r.size || a.count > r.size - a.offset) {
-      throw new WireError(Errno.EINVAL, `region ${a.region}: [0x${a.offset.toString(16)}, +${a.count}) beyond size 0x${r.size.toString(16)}`);
-    }
-    return r;
-  }
-
   private regionRead(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const a = decodeRegionAccess(buf, at, len, false, this.access);
-    const r = this.target(a, false);
+    checkTransferSize(a);
+    const r = this.device.accessible(a.region, a.offset, a.count, false);
     this.counters.trappedReads[a.region]!++;
     if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'read');
     if (noReply) return; // a read nobody waits for has no effect on this device
@@ -324,7 +312,8 @@ export class Session implements MessageSink {
 
   private regionWrite(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const a = decodeRegionAccess(buf, at, len, true, this.access);
-    const r = this.target(a, true);
+    checkTransferSize(a);
+    const r = this.device.accessible(a.region, a.offset, a.count, true);
     this.mayHaveWritten = true;
     this.counters.trappedWrites[a.region]!++;
     if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'write');
@@ -342,7 +331,10 @@ export class Session implements MessageSink {
     if (!this.writeMultiple) throw new WireError(Errno.EINVAL, 'REGION_WRITE_MULTI without the write_multiple capability');
     const n = decodeWriteMultiCount(buf, at, len, Limits.MAX_WRITE_MULTI);
     const a = this.access;
-    for (let i = 0; i < n; i++) this.target(decodeWriteMultiEntry(buf, at, i, a), true);
+    for (let i = 0; i < n; i++) {
+      decodeWriteMultiEntry(buf, at, i, a);
+      this.device.accessible(a.region, a.offset, a.count, true);
+    }
     this.mayHaveWritten = true;
     for (let i = 0; i < n; i++) {
       decodeWriteMultiEntry(buf, at, i, a);

@@ -1,6 +1,6 @@
 // Pure decoders for vfio-user payloads. Each takes the buffer, where the payload
 // starts and how long it is; none does I/O, and none throws anything but WireError.
-import { DmaUnmapFlag, Errno, HEADER_SIZE, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqSetFlag, Size } from './constants.js';
+import { DmaUnmapFlag, Errno, HEADER_SIZE, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqSetFlag, Limits, Size } from './constants.js';
 import { TWO_32 } from '../common/arith.js';
 import { WireError, invalid } from './errors.js';
 import type {
@@ -279,6 +279,13 @@ export function decodeRegionAccess(
   return out;
 }
 
+/** A REGION_READ/WRITE request moves 1 byte up to the max_data_xfer_size this server advertises. */
+export function checkTransferSize(a: RegionAccess): void {
+  if (a.count === 0 || a.count > Limits.MAX_DATA_XFER_SIZE) {
+    throw invalid(`access of ${a.count} bytes (1..${Limits.MAX_DATA_XFER_SIZE})`);
+  }
+}
+
 /** Number of entries in a REGION_WRITE_MULTI, checked against the payload length. */
 export function decodeWriteMultiCount(buf: Uint8Array, at: number, len: number, max: number): number {
   need(len, Size.WRITE_MULTI_COUNT, 'REGION_WRITE_MULTI');
@@ -297,7 +304,7 @@ export function decodeWriteMultiEntry(buf: Uint8Array, at: number, i: number, ou
   out.region = readU32(buf, p + 8);
   out.count = readU32(buf, p + 12);
   if (out.count === 0 || out.count > Size.WRITE_MULTI_DATA) {
-    throw invalid(`REGION_WRITE_MULTI: entry ${i} count ${out.count} (1..8 allowed)`);
+    throw invalid(`REGION_WRITE_MULTI: entry ${i} count ${out.count} (1..${Size.WRITE_MULTI_DATA} allowed)`);
   }
   out.dataOffset = p + Size.REGION_ACCESS;
   return out;
