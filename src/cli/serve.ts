@@ -1,15 +1,15 @@
 import { openAperture, type Aperture } from '../backends/aperture.js';
-import type { Bar0Spec } from '../backends/bar0-spec.js';
 import { reopenForClient } from '../backends/client-fd.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
 import { scrubAperture } from '../backends/scrub.js';
 import { GpuDevice } from '../device/gpu-device.js';
 import type { ScrubMode } from '../device/memory-scrub.js';
-import { deviceIdMismatch, LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
+import { deviceIdMismatch, LAYOUTS, planLayout } from '../device/layout.js';
 import type { PciFunction } from '../device/pci-function.js';
 import type { ReadyWaitMode } from '../device/readiness.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
+import type { DeviceFlags } from '../orchestration/description.js';
 import { Daemon } from '../server/daemon.js';
 import { clientFdLimit } from '../server/fd-limits.js';
 import type { ConnectionLimits } from '../transport/connection.js';
@@ -23,7 +23,8 @@ import type { Logger } from 'pino';
 import { openPciFunction } from './open-function.js';
 import { formatSize, hex } from './parse.js';
 
-export interface ServeOptions {
+/** The device flags (what the device is made of), and how to serve it. */
+export interface ServeOptions extends DeviceFlags {
   /** Socket file to create; unused when listenFd is given. */
   socket?: string | undefined;
   /** A listening socket passed by socket activation. */
@@ -41,22 +42,8 @@ export interface ServeOptions {
   tenantExitTimeoutMs?: number;
   /** Framing limits and stall timeouts of client connections (tests make them small). */
   limits?: ConnectionLimits;
-  /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
-  apertureSize?: number | undefined;
-  apertureBase: number;
-  aperturePath?: string | undefined;
-  /** Huge page size in bytes (2 MiB or 1 GiB). */
-  apertureHugePages?: number | undefined;
-  apertureNumaNode?: number | undefined;
-  /** For tests: the CPU architecture start-up warnings are for, and where sysfs is. */
+  /** For tests: the CPU architecture start-up warnings are for. */
   arch?: string | undefined;
-  sysfsRoot?: string | undefined;
-  bar0: Bar0Spec;
-  /** Which BARs hold the memory; default `bar2`. */
-  layout?: LayoutName | undefined;
-  vendorId: number;
-  /** Default: the layout's (0x2342 for bar2 and gh, 0x2941 for gb). */
-  deviceId?: number | undefined;
   logLevel: string;
   /** Where to serve Prometheus metrics, if anywhere. */
   metricsListen?: ListenAddress | undefined;
