@@ -186,10 +186,17 @@ function restoreBackingSizes(built: BuiltDevice, log: Logger): void {
     ['aperture', () => built.aperture.restoreSize()],
     ['BAR0', () => built.device.bar0Source?.restoreSize?.() ?? null],
   ] as const;
+  let failed: unknown = null;
   for (const [backing, restore] of backings) {
-    const found = restore();
-    if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+    // one backing that cannot be restored (huge pages the pool no longer has) leaves the other to be
+    try {
+      const found = restore();
+      if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+    } catch (err) {
+      failed ??= err;
+    }
   }
+  if (failed !== null) throw failed;
 }
 
 /**

@@ -41,6 +41,7 @@ const functions = [
   'eventfdWrite',
   'eventfdRead',
   'fillMemory',
+  'copyMemory',
   'fallocatePunchHole',
   'fdCount',
   'ioctl',
