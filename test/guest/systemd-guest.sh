@@ -205,12 +205,17 @@ info edu "$EDU"
 printf 'NVGRACE_VFIO_USER_BAR0=sysfs:%s\nNVGRACE_VFIO_USER_APERTURE_SIZE=2M\n' "$EDU" >/etc/nvgrace-vfio-user/edu0.env
 # The daemon may not write `enable` (the kernel asks for CAP_SYS_ADMIN)...
 refused edu0 sysfs CAP_SYS_ADMIN
-# ...so the operator enables the device first; the hardened unit without a drop-in:
+# ...so the operator enables it first (as root); then the hardened unit serves its
+# resource0 without any drop-in...
 echo 1 >/sys/bus/pci/devices/$EDU/enable
-systemctl start $U@edu0.service >/dev/null 2>&1
-info sysfs-enabled-without-dropin "start exit $?: $(journalctl -q --no-pager -o cat _SYSTEMD_UNIT=$U@edu0.service | grep -v '^{' | sort -u | tr '\n' ' ')"
-systemctl stop $U@edu0.socket $U@edu0.service 2>/dev/null
-systemctl reset-failed $U@edu0.service $U@edu0.socket 2>/dev/null
+systemctl start $U@edu0.socket
+$CLIENT /run/nvgrace-vfio-user/edu0.sock read $BAR0 0 4 >/tmp/edu.out 2>&1
+check sysfs-enabled-serves "$(grep -m1 'SDCLIENT read' /tmp/edu.out || tail -n 2 /tmp/edu.out | tr '\n' ' ')" \
+  grep -q 'SDCLIENT read ed000001' /tmp/edu.out
+EPID=$(prop $U@edu0.service MainPID)
+info sysfs-mount "$(awk '$5 == "/sys" { print $5, $6 }' /proc/$EPID/mountinfo 2>&1 | tail -n 1); resource0 fd: $(ls -l /proc/$EPID/fd 2>/dev/null | grep -c resource0)"
+systemctl stop $U@edu0.socket $U@edu0.service
+# ...and so it does with vfio.conf.
 with_dropin edu0 vfio.conf
 # edu's identification register: 0x010000ed
 $CLIENT /run/nvgrace-vfio-user/edu0.sock read $BAR0 0 4 >/tmp/edu.out 2>&1

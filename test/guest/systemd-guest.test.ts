@@ -27,7 +27,7 @@ const REQUIRED = [
   'watchdog-restart', 'watchdog-journal', 'watchdog-same-memory',
   'devmem-refused', 'devmem-refused-one-line', 'devmem-refused-status',
   'devmem-serves-read', 'devmem-serves-write', 'devmem-backing',
-  'sysfs-refused', 'sysfs-refused-one-line', 'sysfs-refused-status', 'sysfs-serves-registers',
+  'sysfs-refused', 'sysfs-refused-one-line', 'sysfs-refused-status', 'sysfs-enabled-serves', 'sysfs-serves-registers',
 ];
 
 describe('systemd guest: the shipped units under a real systemd', () => {
