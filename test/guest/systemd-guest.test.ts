@@ -64,7 +64,7 @@ describe('systemd guest: the shipped units under a real systemd', () => {
         initrd: root.initrd,
         memoryMiB: 1024,
         // minutes on a busy two-core machine (each Node start in the guest takes seconds under TCG)
-        timeoutMs: 900_000,
+        timeoutMs: 1_500_000,
         appendArgs: [`memmap=${DEVMEM_SIZE}$0x${DEVMEM_BASE.toString(16)}`],
         extraArgs: [
           '-cpu', 'max',
@@ -94,5 +94,5 @@ describe('systemd guest: the shipped units under a real systemd', () => {
     } finally {
       disk.remove();
     }
-  }, 1_000_000);
+  }, 1_600_000);
 });
