@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import nodePath from 'node:path';
+import { alignUp } from '../common/arith.js';
 import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, native } from '../native/native.js';
 import { checkDevMemRange, devMemCacheable } from './dev-mem.js';
@@ -400,11 +401,6 @@ function checkFileSize(path: string, size: number, created: boolean, end: number
 
 function checkAligned(base: number, align: number, what: string): void {
   if (base % align !== 0) throw new ApertureError(`aperture base 0x${base.toString(16)} is not aligned to ${what}`);
-}
-
-function alignUp(value: number, align: number): number {
-  const r = value % align;
-  return r === 0 ? value : value + align - r;
 }
 
 function mib(bytes: number): string {

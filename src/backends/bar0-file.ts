@@ -1,7 +1,7 @@
 import fs from 'node:fs';
+import { nextPowerOfTwo } from '../common/arith.js';
+import type { Bar0Source } from '../device/bar0-source.js';
 import { serviceDropInHint } from './service-hint.js';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
-import type { Bar0Source } from './bar0-source.js';
 import { native } from '../native/native.js';
 import { MmioMemory } from './mmio-memory.js';
 import { sizeGuard } from './size-guard.js';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Bar0Source } from './bar0-source.js';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
+import type { Bar0Source } from '../device/bar0-source.js';
+import { nextPowerOfTwo } from '../common/arith.js';
 import { MIN_FILE_BAR0_SIZE } from './bar0-file.js';
 import { MmioMemory } from './mmio-memory.js';
 import { serviceDropInHint } from './service-hint.js';

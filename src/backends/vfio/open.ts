@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../native/native.js';
+import { DmaMapFlag } from '../../wire/constants.js';
 import { VfioSetupError } from './host-error.js';
 import { IommuDma, type Iommu } from './iommu-dma.js';
 import { parseBdf, pciDeviceDir, SYSTEM_PATHS, type HostPaths } from './pci-address.js';
 import {
-  DmaMapFlag,
   GroupFlag,
   IoasMapFlag,
   IommufdIoctl,
