@@ -7,7 +7,8 @@ import { Connection, DEFAULT_LIMITS, type ConnectionLimits, type PeerCredentials
 import { Counters } from './counters.js';
 import { ACCEPT_BACKOFF_MS, ListenError, Listener } from '../transport/listener.js';
 import { ProcessWatch } from './process-watch.js';
-import { Session } from './session.js';
+import { BufferPool } from '../transport/buffer-pool.js';
+import { newReplyBuffer, Session } from './session.js';
 
 export interface ScrubProgress {
   done: number;
@@ -81,12 +82,19 @@ export class Daemon {
   private scrubRetry: NodeJS.Timeout | null = null;
   /** Failed scrubs in a row; the retry delay doubles with each. */
   private scrubFailuresInRow = 0;
+  /** Buffers every client's connection and session reuse (see BufferPool). */
+  private readonly buffers: BufferPool;
+  private readonly replyBuf = newReplyBuffer();
 
   constructor(
     readonly device: GpuDevice,
     private readonly log: Logger,
     private readonly opts: DaemonOptions,
-  ) {}
+  ) {
+    // a full reply backlog, and a receive buffer grown to the largest message
+    const limits = opts.limits ?? DEFAULT_LIMITS;
+    this.buffers = new BufferPool(limits.highWaterBytes + 2 * limits.maxMessageSize);
+  }
 
   get client(): ActiveClient | null {
     return this.active;
@@ -333,6 +341,7 @@ export class Daemon {
         onClose: (reason, error) => session.onClose(reason, error),
       },
       this.opts.limits ?? DEFAULT_LIMITS,
+      this.buffers,
     );
     session = new Session(this.device, connection, log, this.counters, (reason, error) => {
       if (error) log.warn({ reason, err: error }, 'client disconnected');
@@ -348,7 +357,7 @@ export class Daemon {
       if (this.stopping) return;
       if (this.opts.scrub?.mode === 'on-release' && session.mayHaveWritten && !scrubLater) this.scrub('release');
       else this.status('waiting for a client');
-    });
+    }, this.replyBuf);
     this.active = { connection, session, peer, since: Date.now() };
     log.info({ pid: peer?.pid, uid: peer?.uid, gid: peer?.gid }, 'client connected');
     this.status(`client pid ${peer?.pid ?? 'unknown'} attached`);

@@ -46,6 +46,11 @@ import { native } from '../native/native.js';
 import type { Counters } from './counters.js';
 import type { Connection, MessageSink } from '../transport/connection.js';
 
+/** A buffer for a session's replies (the largest is a REGION_READ of max_data_xfer_size). */
+export function newReplyBuffer(): Buffer {
+  return Buffer.allocUnsafeSlow(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
+}
+
 /** Minimal view of the connection the session replies through. */
 export type ReplyChannel = Pick<Connection, 'send' | 'close'>;
 
@@ -58,8 +63,12 @@ export class Session implements MessageSink {
   private negotiated = false;
   private clientCaps: Capabilities | null = null;
   private writeMultiple = false;
-  /** Reused for REGION_READ/WRITE replies: the trapped path allocates nothing. */
-  private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
+  /**
+   * Reused for REGION_READ/WRITE replies: the trapped path allocates nothing.
+   * Each reply is written and sent (or copied into the send queue) at once, so
+   * one buffer may serve every session of a daemon.
+   */
+  private readonly replyBuf: Buffer;
   private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
   private readonly traceAccess: boolean;
   /** This client's own open files of the mappable regions (see reopenForClient). */
@@ -77,7 +86,9 @@ export class Session implements MessageSink {
     private readonly log: Logger,
     private readonly counters: Counters,
     private readonly onEnd: (reason: string, error?: Error) => void = () => {},
+    replyBuf: Buffer = newReplyBuffer(),
   ) {
+    this.replyBuf = replyBuf;
     this.traceAccess = log.isLevelEnabled('trace');
   }
 

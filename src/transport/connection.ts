@@ -1,4 +1,5 @@
 import { native, type Poller } from '../native/native.js';
+import { sizeClass, type BufferPool } from './buffer-pool.js';
 import { HEADER_SIZE } from '../wire/constants.js';
 import { decodeHeader, readU32 } from '../wire/parser.js';
 import type { Header } from '../wire/messages.js';
@@ -61,6 +62,7 @@ interface FdBatch {
 }
 
 const MAX_FDS = 16;
+const EMPTY = Buffer.alloc(0);
 /** Receive buffer to start with; grown for larger messages. */
 const INITIAL_BUFFER = 64 * 1024;
 /** Below this much free space at the end, buffered bytes move to the front before a read. */
@@ -86,7 +88,7 @@ const MIN_READ_SPACE = 4096;
  */
 export class Connection {
   private readonly poller: Poller;
-  private recvBuf = Buffer.allocUnsafe(INITIAL_BUFFER);
+  private recvBuf: Buffer;
   private readonly fdScratch = new Int32Array(MAX_FDS + 1);
   private readonly header: Header = { id: 0, command: 0, size: 0, flags: 0, error: 0 };
   /** Buffer index of the next message to hand out, and of the end of received bytes. */
@@ -113,7 +115,10 @@ export class Connection {
     readonly peer: PeerCredentials | null,
     private readonly sink: MessageSink,
     private readonly limits: ConnectionLimits = DEFAULT_LIMITS,
+    /** Where the receive buffer and queued reply chunks come from and go back to (the daemon's, shared by its clients). */
+    private readonly pool: BufferPool | null = null,
   ) {
+    this.recvBuf = this.alloc(INITIAL_BUFFER);
     this.poller = native.createPoller(fd, (status, events) => this.onEvents(status, events));
   }
 
@@ -156,8 +161,11 @@ export class Connection {
     this.poller.close();
     for (const b of this.fdBatches.splice(0)) this.closeFds(b.fds);
     // Queued fds are the daemon's own (region fds), not the client's: they stay open.
-    this.outQueue.length = 0;
+    for (const p of this.outQueue.splice(0)) this.pool?.give(p.data);
     this.queuedBytes = 0;
+    this.pool?.give(this.recvBuf);
+    this.recvBuf = EMPTY;
+    this.head = this.end = 0;
     try {
       native.closeFd(this.fd);
     } catch {
@@ -173,13 +181,17 @@ export class Connection {
       tail.data.set(bytes, tail.end);
       tail.end += bytes.length;
     } else {
-      const data = Buffer.allocUnsafe(Math.max(CHUNK, bytes.length));
+      const data = this.alloc(Math.max(CHUNK, bytes.length));
       data.set(bytes, 0);
       this.outQueue.push({ data, start: 0, end: bytes.length, fds });
     }
     this.queuedBytes += bytes.length;
     this.updatePolling();
     this.armStall();
+  }
+
+  private alloc(size: number): Buffer {
+    return this.pool ? this.pool.take(size) : Buffer.allocUnsafe(sizeClass(size));
   }
 
   private trySend(buf: Uint8Array, offset: number, length: number, fds: number[] | null): number {
@@ -203,6 +215,7 @@ export class Connection {
       head.start += n;
       if (head.start < head.end) break;
       this.outQueue.shift();
+      this.pool?.give(head.data);
     }
     if (this.outQueue.length === 0 && !this.midMessage()) this.clearStall();
     this.updatePolling();
@@ -281,8 +294,9 @@ export class Connection {
   private makeRoom(need: number): void {
     const pending = this.end - this.head;
     if (need > this.recvBuf.length) {
-      const bigger = Buffer.allocUnsafe(need);
+      const bigger = this.alloc(need);
       this.recvBuf.copy(bigger, 0, this.head, this.end);
+      this.pool?.give(this.recvBuf);
       this.recvBuf = bigger;
     } else {
       this.recvBuf.copyWithin(0, this.head, this.end);
