@@ -37,6 +37,7 @@ export class ScrubScheduler {
   /** Failed scrubs in a row; the retry delay doubles with each. */
   private failuresInRow = 0;
   private stopped = false;
+  private cleanWaiters: (() => void)[] = [];
 
   constructor(
     private readonly job: ScrubJob | undefined,
@@ -60,11 +61,26 @@ export class ScrubScheduler {
     return this.running ?? Promise.resolve();
   }
 
+  /**
+   * Resolves once the memory is clean: at once when no scrub is running or
+   * waiting to be retried, else when one succeeds (a failed scrub is not
+   * enough), or when the daemon stops.
+   */
+  whenClean(): Promise<void> {
+    if (this.stopped || (!this.running && !this.retry)) return Promise.resolve();
+    return new Promise((resolve) => this.cleanWaiters.push(resolve));
+  }
+
   /** Stops retrying; a running scrub stops at its next step. */
   stop(): void {
     this.stopped = true;
     if (this.retry) clearTimeout(this.retry);
     this.retry = null;
+    if (!this.running) this.wakeCleanWaiters();
+  }
+
+  private wakeCleanWaiters(): void {
+    for (const w of this.cleanWaiters.splice(0)) w();
   }
 
   /** Zeroes the memory now, with admission held off until it is clean. */
@@ -107,6 +123,7 @@ export class ScrubScheduler {
         this.running = null;
         this.state = null;
         if (clean && !this.stopped) this.hooks.onClean();
+        if (clean || this.stopped) this.wakeCleanWaiters();
       });
   }
 
