@@ -92,6 +92,11 @@ export class Session implements MessageSink {
     this.traceAccess = log.isLevelEnabled('trace');
   }
 
+  /** VERSION has been agreed. */
+  get isNegotiated(): boolean {
+    return this.negotiated;
+  }
+
   get capabilities(): Capabilities | null {
     return this.clientCaps;
   }
@@ -116,6 +121,11 @@ export class Session implements MessageSink {
     } catch (err) {
       this.fail(h, err, noReply);
     }
+  }
+
+  /** A message the connection cannot take (too many fds): its error reply goes out before the close. */
+  onBroken(h: Header, reason: string): void {
+    this.fail(h, new WireError(Errno.EINVAL, reason), (h.flags & Flag.NO_REPLY) !== 0);
   }
 
   onClose(reason: string, error?: Error): void {

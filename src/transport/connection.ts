@@ -20,6 +20,12 @@ export interface MessageSink {
    */
   onMessage(header: Header, buf: Buffer, at: number, fds: number[]): void | Promise<void>;
   onClose(reason: string, error?: Error): void;
+  /**
+   * The message with this header broke a framing rule (more fds than one
+   * message may carry) and the connection closes right after: a chance to
+   * answer it with an error first. Only called when its header has arrived.
+   */
+  onBroken?(header: Header, reason: string): void;
 }
 
 export interface ConnectionLimits {
@@ -124,6 +130,16 @@ export class Connection {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** The peer has closed (or stopped writing to) the connection, which ends once its last bytes are read. */
+  peerHungUp(): boolean {
+    if (this.closed) return true;
+    try {
+      return native.peerHungUp(this.fd);
+    } catch {
+      return true;
+    }
   }
 
   get backlogBytes(): number {
@@ -324,14 +340,14 @@ export class Connection {
       return -1;
     }
     const nfds = this.fdScratch[0]!;
-    if (nfds < 0) {
-      // More fds than any message may carry: the kernel truncated them (and we closed what came).
-      this.close('too many file descriptors in one message');
-      return -1;
-    }
     if (n > 0) {
       this.end += n;
       this.moved += n;
+    }
+    if (nfds < 0) {
+      // More fds than any message may carry: the kernel truncated them (and we closed what came).
+      this.tooManyFds(this.messageAt(n > 0 ? this.end : at + 1));
+      return -1;
     }
     if (nfds > 0) {
       const fds: number[] = [];
@@ -349,14 +365,7 @@ export class Connection {
    * or else the one they continue).
    */
   private keepFds(fds: number[], to: number): void {
-    let owner = this.head;
-    for (let pos = this.head; pos < to; ) {
-      owner = pos;
-      if (pos + HEADER_SIZE > this.end) break;
-      const size = readU32(this.recvBuf, pos + 4);
-      if (size < HEADER_SIZE) break; // framing fails when this message comes up
-      pos += size;
-    }
+    const owner = this.messageAt(to);
     const at = this.base + owner;
     const last = this.fdBatches[this.fdBatches.length - 1];
     let count = fds.length;
@@ -366,7 +375,34 @@ export class Connection {
     } else {
       this.fdBatches.push({ at, fds });
     }
-    if (count > MAX_FDS) this.close('too many file descriptors for one message');
+    if (count > MAX_FDS) this.tooManyFds(owner);
+  }
+
+  /** Buffer index of the last message starting before `to` (or of the one the bytes up to `to` continue). */
+  private messageAt(to: number): number {
+    let owner = this.head;
+    for (let pos = this.head; pos < to; ) {
+      owner = pos;
+      if (pos + HEADER_SIZE > this.end) break;
+      const size = readU32(this.recvBuf, pos + 4);
+      if (size < HEADER_SIZE) break; // framing fails when this message comes up
+      pos += size;
+    }
+    return owner;
+  }
+
+  /** Closes the connection, answering the message at buffer index `at` first when its header is here. */
+  private tooManyFds(at: number): void {
+    const reason = `more than ${MAX_FDS} file descriptors in one message`;
+    if (this.sink.onBroken && at + HEADER_SIZE <= this.end) {
+      decodeHeader(this.recvBuf, at, this.header);
+      try {
+        this.sink.onBroken(this.header, reason);
+      } catch {
+        // closing anyway
+      }
+    }
+    this.close(reason);
   }
 
   private dispatch(size: number): void {
