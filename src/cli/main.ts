@@ -66,6 +66,7 @@ function program(out: (line: string) => void): Command {
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
     .option('--max-client-fds <n>', 'client fds (DMA maps, eventfds) the daemon holds at once; more are refused with EMFILE (default 1024, lowered to fit RLIMIT_NOFILE)', (v: string) => parseCount(v))
     .option('--tenant-exit-timeout <seconds>', 'a new client waits this long for the previous client\'s process to exit (it may still map the aperture), else it is refused; 0: no waiting', (v: string) => parseCount(v, 0), 10)
+    .option('--negotiate-timeout <seconds>', 'a client that has not finished VERSION this long after connecting is dropped (an idle client that has is never dropped); 0: no limit', (v: string) => parseCount(v, 0), 5)
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
     .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two (a device-dax without it: the rest of the device)', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
@@ -106,6 +107,7 @@ function program(out: (line: string) => void): Command {
         scrub: o.scrub,
         maxClientFds: o.maxClientFds,
         tenantExitTimeoutMs: o.tenantExitTimeout * 1000,
+        negotiateTimeoutMs: o.negotiateTimeout * 1000,
         apertureSize: size,
         apertureBase: o.apertureBase,
         aperturePath: o.aperturePath,

@@ -22,6 +22,8 @@ export interface DaemonOptions {
   /** Peer uids allowed to attach; empty means anyone who can open the socket. */
   allowUids?: readonly number[];
   limits?: ConnectionLimits;
+  /** A client must finish VERSION this long after it is admitted, or it is dropped; 0 or absent: no limit. */
+  negotiateTimeoutMs?: number;
   /** When to zero the memory, and how (injected: the backing knows). */
   scrub?: ScrubJob;
   /** What the daemon is doing, in words (for a service manager's status line). */
@@ -83,6 +85,7 @@ export class Daemon {
     this.gate = new TenantGate(device, log, this.counters, this.processes, this.scrubs, {
       allowUids: opts.allowUids,
       limits: opts.limits,
+      negotiateTimeoutMs: opts.negotiateTimeoutMs,
       onClientGone: opts.onClientGone,
       status,
     });

@@ -20,6 +20,12 @@ export interface TenantGateOptions {
   /** Peer uids allowed to attach; empty means anyone who can open the socket. */
   allowUids?: readonly number[] | undefined;
   limits?: ConnectionLimits | undefined;
+  /**
+   * A client that has not finished VERSION this long after it was admitted is
+   * dropped (it would hold the device for nothing); 0 or absent: never. Once
+   * negotiated, a client may stay idle for good.
+   */
+  negotiateTimeoutMs?: number | undefined;
   /** Called when a client has gone and its maps and eventfds are released (checks on the backing). */
   onClientGone?: (() => void) | undefined;
   /** What the daemon is doing, in words. */
@@ -29,14 +35,16 @@ export interface TenantGateOptions {
 /**
  * Decides who gets the device, one tenant at a time: refuses a second client
  * and peers whose uid is not allowed, holds a client back while the previous
- * client's process lives on (and its scrub runs), and runs the admitted
- * client's session until it leaves.
+ * client is being torn down or its process lives on (and its scrub runs),
+ * and runs the admitted client's session until it leaves.
  */
 export class TenantGate {
   private active: ActiveClient | null = null;
   private idleWaiters: (() => void)[] = [];
   /** A client held back until the previous client's process exits. */
   private parked: { fd: number; peer: PeerCredentials | null } | null = null;
+  /** A client that came while the attached one was leaving: it goes in once that one is torn down. */
+  private held: { fd: number; peer: PeerCredentials | null } | null = null;
   private stopping = false;
   /** Buffers every client's connection and session reuse (see BufferPool). */
   private readonly buffers: BufferPool;
@@ -74,7 +82,10 @@ export class TenantGate {
   /** A connection the listener accepted. */
   onClient(fd: number, peer: PeerCredentials | null): void {
     this.counters.connections++;
-    if (this.active || this.parked) {
+    // A client whose peer has hung up is on its way out (its last messages are
+    // still being read): the newcomer waits for it rather than being refused.
+    const leaving = this.active !== null && this.active.connection.peerHungUp();
+    if ((this.active && !leaving) || this.held || this.parked) {
       this.counters.refusedConnections++;
       const current = this.active?.peer ?? this.parked?.peer;
       this.log.warn({ peer, current }, 'refusing a second client: the device already has one');
@@ -88,6 +99,16 @@ export class TenantGate {
       native.closeFd(fd);
       return;
     }
+    if (this.active) {
+      this.held = { fd, peer };
+      this.log.info({ peer, previous: this.active.peer }, 'holding a new client until the previous one is torn down');
+      return;
+    }
+    this.enter(fd, peer);
+  }
+
+  /** The device is free: the client goes in, or waits for the previous client's process. */
+  private enter(fd: number, peer: PeerCredentials | null): void {
     const prev = this.processes.blocking(peer);
     if (prev) this.park(fd, peer, prev);
     else this.admit(fd, peer);
@@ -103,7 +124,7 @@ export class TenantGate {
     );
     this.opts.status(`waiting for pid ${prev.pid} to exit`);
     void prev.whenExited(timeoutMs).then(async (exited) => {
-      if (exited) await this.scrubs.whenIdle();
+      if (exited) await this.scrubs.whenClean();
       this.parked = null;
       if (this.stopping) {
         native.closeFd(fd);
@@ -134,11 +155,34 @@ export class TenantGate {
       {
         onMessage: (h, buf, at, fds) => session.onMessage(h, buf, at, fds),
         onClose: (reason, error) => session.onClose(reason, error),
+        onBroken: (h, reason) => session.onBroken(h, reason),
       },
       this.opts.limits ?? DEFAULT_LIMITS,
       this.buffers,
     );
-    session = new Session(this.device, connection, log, this.counters, (reason, error) => this.left(session, log, reason, error), this.replyBuf);
+    const negotiateMs = this.opts.negotiateTimeoutMs ?? 0;
+    let noVersion: NodeJS.Timeout | null = null;
+    let droppedForNoVersion = false;
+    session = new Session(
+      this.device,
+      connection,
+      log,
+      this.counters,
+      (reason, error) => {
+        if (noVersion) clearTimeout(noVersion);
+        this.left(session, log, reason, error, droppedForNoVersion);
+      },
+      this.replyBuf,
+    );
+    if (negotiateMs > 0) {
+      noVersion = setTimeout(() => {
+        noVersion = null;
+        if (session.isNegotiated || connection.isClosed) return;
+        droppedForNoVersion = true;
+        connection.close(`no VERSION within ${negotiateMs / 1000} s of connecting (--negotiate-timeout): dropped`);
+      }, negotiateMs);
+      noVersion.unref();
+    }
     this.active = { connection, session, peer, since: Date.now() };
     log.info({ pid: peer?.pid, uid: peer?.uid, gid: peer?.gid }, 'client connected');
     this.opts.status(`client pid ${peer?.pid ?? 'unknown'} attached`);
@@ -146,8 +190,9 @@ export class TenantGate {
   }
 
   /** The session ended: the device is free, once an on-release scrub (if any) is done. */
-  private left(session: Session, log: Logger, reason: string, error?: Error): void {
+  private left(session: Session, log: Logger, reason: string, error: Error | undefined, dropped: boolean): void {
     if (error) log.warn({ reason, err: error }, 'client disconnected');
+    else if (dropped) log.warn({ reason }, 'client disconnected');
     else log.info({ reason }, 'client disconnected');
     this.active = null;
     try {
@@ -157,8 +202,20 @@ export class TenantGate {
     }
     const scrubLater = this.processes.released(session.mayHaveWritten);
     for (const w of this.idleWaiters.splice(0)) w();
-    if (this.stopping) return;
+    const held = this.held;
+    if (this.stopping) {
+      this.held = null;
+      if (held) native.closeFd(held.fd);
+      return;
+    }
     if (this.scrubs.mode === 'on-release' && session.mayHaveWritten && !scrubLater) this.scrubs.start('release');
     else this.opts.status('waiting for a client');
+    if (!held) return;
+    // after the scrub, like a client that waited in the backlog
+    void this.scrubs.whenClean().then(() => {
+      this.held = null;
+      if (this.stopping) native.closeFd(held.fd);
+      else this.enter(held.fd, held.peer);
+    });
   }
 }
