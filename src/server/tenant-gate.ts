@@ -58,9 +58,7 @@ export class TenantGate {
     private readonly scrubs: ScrubScheduler,
     private readonly opts: TenantGateOptions,
   ) {
-    // a full reply backlog, and a receive buffer grown to the largest message
-    const limits = opts.limits ?? DEFAULT_LIMITS;
-    this.buffers = new BufferPool(limits.highWaterBytes + 2 * limits.maxMessageSize);
+    this.buffers = new BufferPool();
   }
 
   get client(): ActiveClient | null {

@@ -58,18 +58,20 @@ export class TenantProcesses {
     this.previous = t;
     this.scrubWhenPreviousExits = this.scrubOnRelease && mayHaveWritten;
     this.log.info({ pid: t.pid }, 'the client disconnected but its process is still running');
-    t.onExit((exited) => {
-      if (this.previous !== t) return;
-      this.previous = null;
-      t.close();
-      if (!exited || this.stopped) return;
-      this.log.info({ pid: t.pid }, 'the previous client process exited');
-      if (this.scrubWhenPreviousExits) {
-        this.scrubWhenPreviousExits = false;
-        this.scrubNow();
-      }
-    });
     return this.scrubWhenPreviousExits;
+  }
+
+  /** The watched process exited (or its watch was closed): only the previous client's matters. */
+  private exited(t: ProcessWatch, exited: boolean): void {
+    if (this.previous !== t) return;
+    this.previous = null;
+    t.close();
+    if (!exited || this.stopped) return;
+    this.log.info({ pid: t.pid }, 'the previous client process exited');
+    if (this.scrubWhenPreviousExits) {
+      this.scrubWhenPreviousExits = false;
+      this.scrubNow();
+    }
   }
 
   stop(): void {
@@ -92,6 +94,8 @@ export class TenantProcesses {
       this.log.warn({ peer, err: w.message }, 'cannot watch this client process: the next client will not wait for it to exit');
       return null;
     }
+    // once per process, not per disconnection: a process that reconnects again and again adds nothing
+    w.onExit((exited) => this.exited(w, exited));
     return w;
   }
 }
