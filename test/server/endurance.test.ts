@@ -94,6 +94,19 @@ async function preTouch(socket: string): Promise<void> {
   p.close();
 }
 
+/** Fails, saying what it was doing, instead of waiting for ever on a step that never ends. */
+async function step<T>(what: string, p: Promise<T>, ms = 60_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no progress in ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A well-behaved client that waits its turn; the sample is taken while it is attached (so the previous client is torn down). */
 async function probe(socket: string, pid: number, port: number, connections: number, t0: number): Promise<Sample> {
   const c = VfioUserClient.connect(socket);
@@ -122,7 +135,7 @@ describe('endurance under hostile clients', () => {
         const line = daemon.out.stderr.split('\n').find((l) => l.includes('serving metrics'))!;
         const port = (JSON.parse(line) as { address: { port: number } }).address.port;
         const pid = daemon.pid!;
-        await preTouch(socket);
+        await step('writing every page of BAR0', preTouch(socket));
         const r = new Rng(SEED);
         const t0 = Date.now();
         const samples: Sample[] = [];
@@ -132,7 +145,7 @@ describe('endurance under hostile clients', () => {
         let nextPrint = 0;
         let warnings = 0;
         const sample = async () => {
-          const s = await probe(socket, pid, port, connections, t0);
+          const s = await step(`probe after ${connections} connections`, probe(socket, pid, port, connections, t0));
           // the log is not kept: a client line per connection would grow this process, not the daemon
           warnings += daemon.out.stderr.split('\n').filter((l) => /"level":(40|50|60)/.test(l)).length;
           daemon.out.stderr = '';
@@ -145,7 +158,7 @@ describe('endurance under hostile clients', () => {
         await sample();
         while (burstsUntil()) {
           try {
-            await hostileBurst(socket, r);
+            await step(`hostile connection ${connections + 1}`, hostileBurst(socket, r));
           } catch (err) {
             failed++; // e.g. VERSION refused: counted, the run goes on
             if (failed > connections / 100 + 5) throw err;
