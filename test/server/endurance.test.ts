@@ -58,6 +58,7 @@ async function heap(port: number): Promise<Pick<Sample, 'heapUsed' | 'heapTotal'
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => (body += chunk));
         res.on('end', () => resolve(body));
+        res.on('close', () => (res.complete ? undefined : reject(new Error('metrics response cut short'))));
       })
       .on('error', reject);
   });
