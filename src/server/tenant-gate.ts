@@ -47,7 +47,7 @@ export class TenantGate {
   private held: { fd: number; peer: PeerCredentials | null } | null = null;
   private stopping = false;
   /** Buffers every client's connection and session reuse (see BufferPool). */
-  private readonly buffers: BufferPool;
+  private readonly buffers = new BufferPool();
   private readonly replyBuf = newReplyBuffer();
 
   constructor(
@@ -57,9 +57,7 @@ export class TenantGate {
     private readonly processes: TenantProcesses,
     private readonly scrubs: ScrubScheduler,
     private readonly opts: TenantGateOptions,
-  ) {
-    this.buffers = new BufferPool();
-  }
+  ) {}
 
   get client(): ActiveClient | null {
     return this.active;
