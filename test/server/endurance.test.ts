@@ -42,6 +42,12 @@ interface Sample {
   codeSpace: number;
 }
 
+/** The Node.js options the shipped service unit gives the daemon (its heap bounds): the test measures what ships. */
+function unitNodeOptions(): string {
+  const unit = fs.readFileSync(new URL('../../systemd/nvgrace-vfio-user@.service', import.meta.url), 'utf8');
+  return /^Environment=NODE_OPTIONS=(.*)$/m.exec(unit)?.[1] ?? '';
+}
+
 function procStatus(pid: number): { rss: number; anon: number; shmem: number } {
   const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB$`, 'm').exec(text)![1]) * 1024;
@@ -129,7 +135,10 @@ describe('endurance under hostile clients', () => {
       const socket = path.join(dir, 'gpu.sock');
       // at the operator's log level, so the per-client log lines (pino child loggers) are part of what is measured;
       // a file aperture: the daemon reaches it with pread/pwrite, so only BAR0 is shared memory in its RSS
-      const daemon = spawnCli(['serve', '--socket', socket, '--aperture-path', path.join(dir, 'aperture'), '--aperture-size', '96M', '--log-level', 'info', '--metrics-listen', '0']);
+      const daemon = spawnCli(['serve', '--socket', socket, '--aperture-path', path.join(dir, 'aperture'), '--aperture-size', '96M', '--log-level', 'info', '--metrics-listen', '0'], {
+        ...process.env,
+        NODE_OPTIONS: process.env['NVGRACE_SOAK_NODE_OPTIONS'] ?? unitNodeOptions(),
+      });
       try {
         await waitForLog(daemon, 'serving metrics');
         await until(() => isListening(socket), 'listening socket', 10_000);
