@@ -62,7 +62,12 @@ export interface Aperture {
   readonly path: string | null;
   readonly memory: MemoryBacking;
   readonly facts: BackingFacts;
-  /** Puts back the size of a file backing a client changed; the size found, or null. */
+  /**
+   * Puts back the size of a file backing a client changed, and reserves the
+   * huge pages of a huge page backing again (on its NUMA node), which a
+   * client can take by truncating or punching; the size found, or null.
+   * Throws when the pool can no longer supply them.
+   */
   restoreSize(): number | null;
   /** One-line warnings to log at start. */
   readonly warnings: readonly string[];
@@ -148,13 +153,12 @@ function openAnonymous(opts: ApertureOptions, sysfs: string): Aperture {
       // sealed, so trapped accesses can copy from a mapping: a pread/pwrite would cost more than the access
       return wrap({ kind: 'memfd', path: null, numaNode: opts.numaNode ?? null, pageSize: opts.pageSize, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, opts.pageSize));
     }
-    prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, 'anonymous memory');
+    const prepare = () => prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, 'anonymous memory');
+    prepare();
     sealSize(fd);
-    return wrap(
-      { kind: 'memfd-hugetlb', path: null, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true },
-      fd,
-      new WindowedMemory(fd, opts.base, size, huge),
-    );
+    // sealed, but a client can still punch pages out (and the pool may not give them back)
+    const memory = new WindowedMemory(fd, opts.base, size, huge, { guarded: true });
+    return wrap({ kind: 'memfd-hugetlb', path: null, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true }, fd, memory, hugePageRestore(null, memory, prepare));
   } catch (err) {
     native.closeFd(fd);
     throw err;
@@ -198,7 +202,14 @@ function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture 
       }
       if (created) fs.ftruncateSync(fd, end);
       checkFileSize(path, st.size, created, end);
-      return wrap({ kind: 'file', path, numaNode: null, pageSize: opts.pageSize, cacheable: true }, fd, new FdMemory(fd, opts.base, size));
+      // a client can truncate it: trapped accesses copy through the SIGBUS guard
+      const memory = new WindowedMemory(fd, opts.base, size, opts.pageSize, { guarded: true });
+      const restoreSize = sizeGuard(fd);
+      return wrap({ kind: 'file', path, numaNode: null, pageSize: opts.pageSize, cacheable: true }, fd, memory, () => {
+        const found = restoreSize();
+        if (found !== null) memory.forgetPopulated();
+        return found;
+      });
     }
     // hugetlbfs reports its page size as the block size
     const huge = fsInfo.bsize;
@@ -211,8 +222,10 @@ function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture 
     checkAligned(opts.base, huge, `the ${pageSizeName(huge)} huge page`);
     if (created) fs.ftruncateSync(fd, alignUp(end, huge));
     checkFileSize(path, st.size, created, end);
-    prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, path);
-    return wrap({ kind: 'hugetlbfs', path, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, huge));
+    const prepare = () => prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, path);
+    prepare();
+    const memory = new WindowedMemory(fd, opts.base, size, huge, { guarded: true });
+    return wrap({ kind: 'hugetlbfs', path, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true }, fd, memory, hugePageRestore(sizeGuard(fd), memory, prepare));
   } catch (err) {
     fs.closeSync(fd);
     if (created) fs.rmSync(path, { force: true });
@@ -309,10 +322,25 @@ function sealSize(fd: number): void {
   native.memfdAddSeals(fd, native.F_SEAL_SHRINK | native.F_SEAL_GROW | native.F_SEAL_SEAL);
 }
 
-function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory): Aperture {
+/**
+ * After a client: the size of a hugetlbfs file back (when it has one), then
+ * its huge pages reserved again, and placed again on the NUMA node. A client
+ * that truncated the file or punched pages out of it took their reservation
+ * (and placement) with them; without this the next tenant's faults, or the
+ * scrub's, would take pages from whatever the pool holds then, or fail. A
+ * pool that can no longer supply them is an error here (the scrub retries).
+ */
+function hugePageRestore(restoreSize: (() => number | null) | null, memory: WindowedMemory, prepare: () => void): () => number | null {
+  return () => {
+    const found = restoreSize?.() ?? null;
+    prepare();
+    if (found !== null) memory.forgetPopulated();
+    return found;
+  };
+}
+
+function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory, restoreSize: () => number | null = () => null): Aperture {
   let open = true;
-  // files a client can resize get their size back when it leaves; memfds are sealed, devices have none
-  const restoreSize = facts.kind === 'file' || facts.kind === 'hugetlbfs' ? sizeGuard(fd) : () => null;
   return {
     kind: facts.kind,
     path: facts.path,
