@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../src/client/client.js';
 import { RegionIndex } from '../../src/wire/constants.js';
-import { encodeRegionWrite } from '../../src/wire/serializer.js';
+import { encodeRegionRead, encodeRegionWrite } from '../../src/wire/serializer.js';
 import { spawnCli, waitForLog, finished } from '../helpers/cli.js';
 import { until } from '../helpers/daemon.js';
 import { Rng } from '../helpers/fuzz-messages.js';
@@ -23,14 +23,16 @@ const SEED = Number(process.env['NVGRACE_SOAK_SEED'] ?? 15);
 /** Hostile connections in `npm test`, and how often memory is sampled. */
 const CONNECTIONS = 3000;
 const SAMPLE_EVERY = 100;
-/** The probe's BAR0 accesses page in the whole register file up front (see preTouch). */
+/** The device memory the daemon maps, paged in up front (see preTouch): the emulated BAR0 and the aperture. */
 const BAR0_SIZE = 16 * MiB;
+const APERTURE_SIZE = 96 * MiB;
 
 interface Sample {
   connections: number;
   seconds: number;
   rss: number;
   anon: number;
+  file: number;
   shmem: number;
   fds: number;
   heapUsed: number;
@@ -45,13 +47,15 @@ interface Sample {
 /** The Node.js options the shipped service unit gives the daemon (its heap bounds): the test measures what ships. */
 function unitNodeOptions(): string {
   const unit = fs.readFileSync(new URL('../../systemd/nvgrace-vfio-user@.service', import.meta.url), 'utf8');
-  return /^Environment=NODE_OPTIONS=(.*)$/m.exec(unit)?.[1] ?? '';
+  const options = /^Environment="NODE_OPTIONS=([^"]*)"$/m.exec(unit)?.[1];
+  if (options === undefined) throw new Error('no Environment="NODE_OPTIONS=..." in the service unit');
+  return options;
 }
 
-function procStatus(pid: number): { rss: number; anon: number; shmem: number } {
+function procStatus(pid: number): Pick<Sample, 'rss' | 'anon' | 'file' | 'shmem'> {
   const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB$`, 'm').exec(text)![1]) * 1024;
-  return { rss: kb('VmRSS'), anon: kb('RssAnon'), shmem: kb('RssShmem') };
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
 }
 
 /** The daemon's own view of its heap, from its metrics endpoint. */
@@ -83,21 +87,25 @@ async function heap(port: number): Promise<Pick<Sample, 'heapUsed' | 'heapTotal'
 const mb = (n: number) => (n / MiB).toFixed(1).padStart(6);
 
 export function formatSample(s: Sample): string {
-  return `${String(Math.round(s.seconds)).padStart(6)} s ${String(s.connections).padStart(7)} conns  RSS ${mb(s.rss)} MiB (anon ${mb(s.anon)}, shmem ${mb(s.shmem)})  heap ${mb(s.heapUsed)}/${mb(s.heapTotal)} MiB (new ${mb(s.newSpace)}, old ${mb(s.oldSpace)}, code ${mb(s.codeSpace)})  external ${mb(s.external)} MiB  fds ${s.fds}`;
+  return `${String(Math.round(s.seconds)).padStart(6)} s ${String(s.connections).padStart(7)} conns  RSS ${mb(s.rss)} MiB (anon ${mb(s.anon)}, file ${mb(s.file)}, shmem ${mb(s.shmem)})  heap ${mb(s.heapUsed)}/${mb(s.heapTotal)} MiB (new ${mb(s.newSpace)}, old ${mb(s.oldSpace)}, code ${mb(s.codeSpace)})  external ${mb(s.external)} MiB  fds ${s.fds}`;
 }
 
 /**
- * The fuzzer writes all over the emulated BAR0, a 16 MiB shared memory file:
- * each page it touches first counts in the daemon's RSS (RssShmem), up to the
- * file's size. That is the device's own memory, not growth; writing every page
- * once before measuring puts it all in from the start.
+ * The fuzzer reads and writes all over the emulated BAR0 (a 16 MiB shared
+ * memory file) and the aperture (a 96 MiB file), both mapped by the daemon:
+ * each page it touches first counts in the daemon's RSS, up to their sizes.
+ * That is the device's own memory, not growth; writing every page once before
+ * measuring puts it all in from the start.
  */
 async function preTouch(socket: string): Promise<void> {
   const p = RawPeer.connect(socket);
   await p.negotiate();
   const writes: Buffer[] = [];
   for (let off = 0; off < BAR0_SIZE; off += 4096) writes.push(encodeRegionWrite(1, RegionIndex.BAR0, off + 0x800, Buffer.alloc(4), true));
-  await p.send(Buffer.concat(writes));
+  for (let off = 0; off < APERTURE_SIZE; off += 4096) writes.push(encodeRegionWrite(1, RegionIndex.BAR2, off, Buffer.alloc(4), true));
+  await p.send(Buffer.concat(writes), null, 30_000);
+  // a reply after the posted writes: they have all been applied
+  await p.request(encodeRegionRead(2, RegionIndex.BAR2, APERTURE_SIZE - 4, 4));
   p.close();
 }
 
@@ -133,8 +141,7 @@ describe('endurance under hostile clients', () => {
     async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-endurance-'));
       const socket = path.join(dir, 'gpu.sock');
-      // at the operator's log level, so the per-client log lines (pino child loggers) are part of what is measured;
-      // a file aperture: the daemon reaches it with pread/pwrite, so only BAR0 is shared memory in its RSS
+      // at the operator's log level, so the per-client log lines (pino child loggers) are part of what is measured
       const daemon = spawnCli(['serve', '--socket', socket, '--aperture-path', path.join(dir, 'aperture'), '--aperture-size', '96M', '--log-level', 'info', '--metrics-listen', '0'], {
         ...process.env,
         NODE_OPTIONS: process.env['NVGRACE_SOAK_NODE_OPTIONS'] ?? unitNodeOptions(),
