@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import nodePath from 'node:path';
 import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, native } from '../native/native.js';
+import { checkDevMemRange, devMemCacheable } from './dev-mem.js';
 import { devMajorMinor, findDaxDevice, type DaxDevice } from './device-dax.js';
 import { FdMemory } from './fd-memory.js';
 import { sizeGuard } from './size-guard.js';
@@ -258,9 +259,15 @@ function openCharDevice(path: string, fd: number, st: fs.Stats, opts: ApertureOp
     return wrap({ kind: 'device-dax', path, numaNode: dax.numaNode, pageSize: dax.align, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, dax.align));
   }
   const size = opts.size ?? DEFAULT_APERTURE_SIZE;
-  // /dev/mem gives uncached mappings of device memory on arm64 (and of non-RAM ranges on x86)
   const kind = charDeviceKind(st.rdev);
-  return wrap({ kind, path, numaNode: null, pageSize: opts.pageSize, cacheable: kind === 'dev-mem' ? false : null }, fd, new FdMemory(fd, opts.base, size));
+  if (kind === 'dev-mem') {
+    try {
+      checkDevMemRange(path, fd, opts.base, size, opts.pageSize);
+    } catch (err) {
+      throw new ApertureError((err as Error).message);
+    }
+  }
+  return wrap({ kind, path, numaNode: null, pageSize: opts.pageSize, cacheable: kind === 'dev-mem' ? devMemCacheable(opts.arch ?? process.arch) : null }, fd, new FdMemory(fd, opts.base, size));
 }
 
 /**
@@ -307,7 +314,9 @@ function prepareHugePages(fd: number, start: number, end: number, huge: number, 
     });
   } catch (err) {
     if (isSyscallError(err, 'ENOMEM') && err.syscall === 'mmap') {
-      throw new ApertureError(poolTooSmallMessage(readHugePagePool(sysfs, huge), needed));
+      // the reservation is host wide, but raising the host-wide pool would not put the pages on the node
+      const onNode = node === undefined ? null : readHugePagePool(sysfs, huge, node);
+      throw new ApertureError(poolTooSmallMessage(onNode !== null && onNode.free < needed ? onNode : readHugePagePool(sysfs, huge), needed));
     }
     throw err;
   }

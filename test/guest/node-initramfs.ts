@@ -171,7 +171,7 @@ export function buildNodeInitramfs(o: NodeInitramfsOptions): NodeInitramfs {
 
   // The project: compiled code, the native addon, production dependencies, the guest-side check.
   const project = GUEST_PROJECT_DIR.replace(/^\//, '');
-  for (const f of ['package.json', 'bin/nvgrace-vfio-user.js', 'build/Release/nvgrace_native.node', 'test/vfio/l1-check.mjs']) {
+  for (const f of ['package.json', 'bin/nvgrace-vfio-user.js', 'build/Release/nvgrace_native.node', 'test/vfio/l1-check.mjs', 'test/guest/kernel-mem-check.mjs', 'test/guest/kernel-mem-mistakes.mjs']) {
     addFile(`${project}/${f}`, join(REPO_DIR, f));
   }
   for (const f of filesUnder(join(REPO_DIR, 'dist'))) if (!f.endsWith('.map')) addFile(`${project}/${relative(REPO_DIR, f)}`, f);
