@@ -40,6 +40,8 @@ export interface ServeOptions extends DeviceFlags {
    * before it is refused (default 10 s; 0: no waiting).
    */
   tenantExitTimeoutMs?: number;
+  /** A client must finish VERSION this long after it is admitted, or it is dropped (default 5 s; 0: no limit). */
+  negotiateTimeoutMs?: number;
   /** Framing limits and stall timeouts of client connections (tests make them small). */
   limits?: ConnectionLimits;
   /** For tests: the CPU architecture start-up warnings are for. */
@@ -64,6 +66,7 @@ export interface Running {
 }
 
 export const DEFAULT_TENANT_EXIT_TIMEOUT_MS = 10_000;
+export const DEFAULT_NEGOTIATE_TIMEOUT_MS = 5_000;
 
 /** What the daemon tells its service manager, and the logger to use. */
 export interface DaemonHooks {
@@ -165,6 +168,7 @@ function createDaemon(opts: ServeOptions, built: BuiltDevice, log: Logger, hooks
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
     tenantExitTimeoutMs: opts.tenantExitTimeoutMs ?? DEFAULT_TENANT_EXIT_TIMEOUT_MS,
+    negotiateTimeoutMs: opts.negotiateTimeoutMs ?? DEFAULT_NEGOTIATE_TIMEOUT_MS,
     onClientGone: restoreSizes,
     ...(opts.limits ? { limits: opts.limits } : {}),
     // a tenant process that lives on may have resized the file since it left: zeroing
