@@ -271,6 +271,15 @@ function deviceLabels({ aperture, device }: BuiltDevice): DeviceLabels {
 export async function serve(opts: ServeOptions): Promise<number> {
   const log = createLogger(opts.logLevel);
   const notifier = ServiceNotifier.fromEnv(log);
+  // Installed before the socket exists: a SIGTERM that comes as soon as it does
+  // (or during a start-up scrub) must stop the daemon cleanly, not kill it with
+  // Node's default action and leave the socket file behind. The handlers stay for
+  // good: a second SIGTERM (timeout(1) sends two) must not kill a shutdown in progress.
+  let requestStop!: () => void;
+  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
+  const onStopSignal = () => requestStop();
+  process.on('SIGTERM', onStopSignal);
+  process.on('SIGINT', onStopSignal);
   // Bound first, so a busy port fails the start before systemd hears READY=1.
   let registry: Registry | null = null;
   const metrics = opts.metricsListen ? await startMetricsServer(() => registry, opts.metricsListen) : null;
@@ -283,6 +292,8 @@ export async function serve(opts: ServeOptions): Promise<number> {
     });
     await running.ready;
   } catch (err) {
+    process.off('SIGTERM', onStopSignal);
+    process.off('SIGINT', onStopSignal);
     await metrics?.close();
     throw err;
   }
@@ -296,12 +307,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
   notifier.startWatchdog();
   const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
   process.on('SIGUSR1', onUsr1);
-  // The handlers stay for good: a second SIGTERM (timeout(1) sends two) must not
-  // kill a shutdown in progress with Node's default action.
-  await new Promise<void>((resolve) => {
-    process.on('SIGTERM', () => resolve());
-    process.on('SIGINT', () => resolve());
-  });
+  await stopRequested;
   notifier.stopping();
   process.off('SIGUSR1', onUsr1);
   running.stop();
