@@ -133,6 +133,20 @@ describe('socketPair + sendMsg/recvMsg', () => {
     native.closeFd(a);
   });
 
+  it('peerHungUp tells a closed peer from a live one, unread data or not, without reading', () => {
+    const [a, b] = pair();
+    expect(native.peerHungUp(a)).toBe(false);
+    native.sendMsg(b, enc.encode('xy'), 0, 2, null);
+    expect(native.peerHungUp(a)).toBe(false);
+    native.closeFd(b);
+    expect(native.peerHungUp(a)).toBe(true);
+    const buf = new Uint8Array(4);
+    expect(native.recvMsg(a, buf, 0, 4, new Int32Array(1))).toBe(2); // the data is still there
+    expect(native.peerHungUp(a)).toBe(true);
+    native.closeFd(a);
+    expectErrno(() => native.peerHungUp(a), 'EBADF', 'poll');
+  });
+
   it('validates buffer ranges and arguments', () => {
     const [a, b] = pair();
     const buf = new Uint8Array(8);

@@ -384,13 +384,15 @@ describe('bad input over a raw socket', () => {
       native.closeFd(b);
     });
 
-    it('closes the connection when one message brings more than 16 fds, and closes them all', async () => {
+    it('answers a message that brings more than 16 fds with EINVAL, then closes the connection and every fd', async () => {
       const fds = Array.from({ length: 17 }, () => native.eventfd(0, 0));
       const held = native.fdCount();
-      const msg = encodeSetIrqs(1, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, IrqIndex.MSIX, 0, 16);
+      const msg = encodeSetIrqs(5, IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, IrqIndex.MSIX, 0, 16);
       // 16 with the header, one more with the body: still one message
       await peer.send(msg.subarray(0, HEADER_SIZE), fds.slice(0, 16));
       await peer.send(msg.subarray(HEADER_SIZE), fds.slice(16));
+      const r = await peer.next();
+      expect([r.header.id, r.header.command, errnoOf(r)]).toEqual([5, Command.DEVICE_SET_IRQS, EINVAL]);
       await peer.closed();
       await until(() => d.running.daemon.client === null, 'client dropped');
       expect(native.fdCount()).toBe(held - 2); // only the two ends of the socket went
