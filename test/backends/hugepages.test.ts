@@ -6,9 +6,10 @@ import { ApertureError, openAperture, type Aperture } from '../../src/backends/a
 import { parseHugePageSize, poolTooSmallMessage, readHugePagePool, supportedHugePageSizes } from '../../src/backends/hugepages.js';
 import { scrubAperture } from '../../src/backends/scrub.js';
 import { MemoryBar } from '../../src/device/memory-bar.js';
-import { native } from '../../src/native/native.js';
+import { MAX_MAPPING_LENGTH, native } from '../../src/native/native.js';
 import { mountHugetlbfs, poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
 import { fakeSysfs } from '../helpers/fake-sysfs.js';
+import { hugetlbMmapGap, smapsPageSizeGap } from '../helpers/emulation.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -40,9 +41,78 @@ describe('huge page sizes and pools (fake sysfs)', () => {
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 
   it('parses the page sizes an operator writes', () => {
-    for (const t of ['2M', '2m', '2MB', '2MiB', ' 2M ', '2048K']) expect(parseHugePageSize(t)).toBe(2 * MiB);
+    for (const t of ['2M', '2m', '2MB', '2MiB', ' 2M ', '2048K', '2048kB']) expect(parseHugePageSize(t)).toBe(2 * MiB);
     for (const t of ['1G', '1g', '1GB', '1GiB', '1024M']) expect(parseHugePageSize(t)).toBe(GiB);
-    for (const t of ['4M', '2', 'two', '1T', '', '2M2']) expect(parseHugePageSize(t)).toBeNull();
+    // every size an arm64 host offers (4, 16 and 64 KiB kernels), and ppc64's and s390's
+    for (const [t, bytes] of [
+      ['64K', 64 * KiB],
+      ['32M', 32 * MiB],
+      ['512M', 512 * MiB],
+      ['16G', 16 * GiB],
+      ['16384M', 16 * GiB],
+      ['16M', 16 * MiB],
+      ['1M', MiB],
+      ['2G', 2 * GiB],
+    ] as const) {
+      expect(parseHugePageSize(t)).toBe(bytes);
+    }
+    for (const t of ['3M', '32K', '4K', '0M', '1.5G', '2', 'two', '', '2M2', '-2M', '99999999999G']) expect(parseHugePageSize(t)).toBeNull();
+  });
+
+  it('reads the pools of an arm64 host with 64 KiB pages and names its sizes when another is asked for', () => {
+    const arm64 = fakeSysfs(
+      Object.fromEntries(
+        ['2048kB', '524288kB', '16777216kB'].flatMap((leaf) => [
+          [`kernel/mm/hugepages/hugepages-${leaf}/nr_hugepages`, '2'],
+          [`kernel/mm/hugepages/hugepages-${leaf}/free_hugepages`, '1'],
+          [`kernel/mm/hugepages/hugepages-${leaf}/resv_hugepages`, '0'],
+        ]),
+      ),
+    );
+    try {
+      expect(supportedHugePageSizes(arm64)).toEqual([2 * MiB, 512 * MiB, 16 * GiB]);
+      expect(readHugePagePool(arm64, 512 * MiB)).toMatchObject({ pageSize: 512 * MiB, total: 2, free: 1 });
+      expect(readHugePagePool(arm64, 16 * GiB).knob).toBe(path.join(arm64, 'kernel/mm/hugepages/hugepages-16777216kB/nr_hugepages'));
+      expect(poolTooSmallMessage(readHugePagePool(arm64, 16 * GiB), 6)).toMatch(/needs 6 pages of 16 GiB, 1 are available .*echo 7 > /);
+      // the aperture names the sizes there are, in one line
+      let err: unknown;
+      try {
+        openAperture({ size: GiB, base: 0, pageSize: page, hugePageSize: GiB, sysfsRoot: arm64 });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ApertureError);
+      expect((err as Error).message).toBe(
+        `--aperture-hugepages: this host has no 1 GiB huge pages ` +
+          `(${path.join(arm64, 'kernel/mm/hugepages/hugepages-1048576kB')} is missing; supported sizes: 2 MiB, 512 MiB, 16 GiB)`,
+      );
+      // 16 GiB pages exist there, but this Node.js cannot map one whole
+      if (MAX_MAPPING_LENGTH < 16 * GiB) {
+        expect(() => openAperture({ size: 95 * GiB, base: 0, pageSize: page, hugePageSize: 16 * GiB, sysfsRoot: arm64 })).toThrow(
+          /^--aperture-hugepages: 16 GiB pages are larger than one mapping of this Node.js can be \(4 GiB\)/,
+        );
+      }
+    } finally {
+      fs.rmSync(arm64, { recursive: true, force: true });
+    }
+  });
+
+  it('reads the pools of an arm64 host with 4 KiB pages: 64K, 2M, 32M and 1G', () => {
+    const arm64 = fakeSysfs(
+      Object.fromEntries(
+        ['64kB', '2048kB', '32768kB', '1048576kB'].flatMap((leaf) => [
+          [`kernel/mm/hugepages/hugepages-${leaf}/nr_hugepages`, '8'],
+          [`kernel/mm/hugepages/hugepages-${leaf}/free_hugepages`, '8'],
+        ]),
+      ),
+    );
+    try {
+      expect(supportedHugePageSizes(arm64)).toEqual([64 * KiB, 2 * MiB, 32 * MiB, GiB]);
+      for (const size of [64 * KiB, 32 * MiB]) expect(readHugePagePool(arm64, size)).toMatchObject({ pageSize: size, total: 8, free: 8, reserved: 0 });
+      expect(() => readHugePagePool(arm64, 512 * MiB)).toThrow(/no 512 MiB huge pages .*supported sizes: 64 KiB, 2 MiB, 32 MiB, 1 GiB\)$/);
+    } finally {
+      fs.rmSync(arm64, { recursive: true, force: true });
+    }
   });
 
   it('reads the host pool and a node pool, and names the knob to raise', () => {
@@ -70,6 +140,10 @@ describe('huge page sizes and pools (fake sysfs)', () => {
     expect(() => readHugePagePool(root, GiB)).toThrow(/this host has no 1 GiB huge pages .*supported sizes: 2 MiB/);
   });
 });
+
+/** qemu-user 7.2 (the 16 KiB run) maps no hugetlb memory (docs/testing.md, emulation gaps). */
+const HUGETLB_GAP = hugetlbMmapGap();
+if (HUGETLB_GAP !== null) console.warn(`skipped: mapping huge pages: ${HUGETLB_GAP}`);
 
 describe('huge page backings', () => {
   let pool: HugePageReservation | string | null = null;
@@ -125,7 +199,7 @@ describe('huge page backings', () => {
     }
   });
 
-  it('backs anonymous memory with 2 MiB pages: aligned map area, trapped tail through its own mapping', (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('backs anonymous memory with 2 MiB pages: aligned map area, trapped tail through its own mapping', (ctx) => {
     requireReservation(pool, ctx);
     const base = 2 * MiB;
     const size = 8 * MiB + 12345; // a partial last huge page
@@ -154,13 +228,16 @@ describe('huge page backings', () => {
       const one = new Uint8Array(1);
       bar.read(4 * MiB + 1, one, 0, 1);
       expect(one[0]).toBe(0x5c);
-      expect(kernelPageSize('nvgrace-aperture')).toBe(2 * MiB);
+      const reported = kernelPageSize('nvgrace-aperture');
+      const gap = smapsPageSizeGap(reported, 2 * MiB);
+      if (gap !== null) console.warn(`not checked: the kernel page size of the mapping: ${gap}`);
+      else expect(reported).toBe(2 * MiB);
     } finally {
       native.munmap(client);
     }
   });
 
-  it('backs the aperture with a file on a hugetlbfs mount, its page size from the mount', (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('backs the aperture with a file on a hugetlbfs mount, its page size from the mount', (ctx) => {
     requireReservation(pool, ctx);
     const mnt = mountHugetlbfs(2 * MiB);
     try {
@@ -192,7 +269,7 @@ describe('huge page backings', () => {
     }
   });
 
-  it('scrubs huge pages by zeroing them in place', async (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('scrubs huge pages by zeroing them in place', async (ctx) => {
     requireReservation(pool, ctx);
     const size = 10 * MiB - 100;
     const ap = openAperture({ size, base: 0, pageSize: page, hugePageSize: 2 * MiB });

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits } from '../../src/transport/connection.js';
 import type { Header } from '../../src/wire/messages.js';
+import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 interface Seen {
   header: Header;
@@ -22,7 +23,7 @@ function message(id: number, size: number): Buffer {
 }
 
 const until = async (cond: () => boolean, what: string) => {
-  const end = Date.now() + 5000;
+  const end = Date.now() + HANG_GUARD_MS;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));

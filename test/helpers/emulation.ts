@@ -1,0 +1,86 @@
+// User-mode emulation gaps: what qemu-user (`npm run test:arm64`) does not implement.
+// A test skips for one only when this process really runs under qemu-user AND the probe
+// shows the gap; on a real host of any architecture nothing here skips anything. The
+// list of such tests is in the test guide.
+import fs from 'node:fs';
+import os from 'node:os';
+import { native } from '../../src/native/native.js';
+
+/**
+ * "qemu-user: aarch64 program on an x86_64 kernel" when the kernel's architecture
+ * (/proc/sys/kernel/arch, which qemu-user passes through) is not the one uname reports
+ * to this program (qemu-user answers uname with the emulated machine); null otherwise.
+ */
+export function userModeEmulation(): string | null {
+  let kernel: string;
+  try {
+    kernel = fs.readFileSync('/proc/sys/kernel/arch', 'utf8').trim();
+  } catch {
+    return null; // kernels before 6.1 lack the file; no emulated run uses one
+  }
+  const program = os.machine();
+  return kernel !== '' && kernel !== program ? `qemu-user: ${program} program on an ${kernel} kernel` : null;
+}
+
+/**
+ * Non-null (the reason) when NUMA policy calls are missing under qemu-user: it answers
+ * get_mempolicy, mbind and move_pages with ENOSYS.
+ */
+export function numaCallsGap(): string | null {
+  const emu = userModeEmulation();
+  if (emu === null) return null;
+  const map = native.mmap(-1, native.pageSize(), native.PROT_READ | native.PROT_WRITE, native.MAP_PRIVATE | native.MAP_ANONYMOUS, 0);
+  try {
+    native.getMempolicy(map, 0);
+    return null;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ENOSYS') return `${emu}: get_mempolicy, mbind and move_pages answer ENOSYS`;
+    throw err;
+  } finally {
+    native.munmap(map);
+  }
+}
+
+/**
+ * Non-null under qemu-user: its recvmsg converts control messages itself and does not
+ * report MSG_CTRUNC when more fds arrive than the program's control buffer holds.
+ */
+export function msgCtruncGap(): string | null {
+  const emu = userModeEmulation();
+  return emu === null ? null : `${emu}: recvmsg does not report MSG_CTRUNC`;
+}
+
+/**
+ * Non-null when /proc/self/smaps says `reported` bytes for a mapping the kernel backs
+ * with larger pages, and this is qemu-user: it writes that file itself (7.2 gives
+ * KernelPageSize 4 kB for every mapping).
+ */
+export function smapsPageSizeGap(reported: number, expected: number): string | null {
+  const emu = userModeEmulation();
+  return emu !== null && reported !== expected ? `${emu}: its /proc/self/smaps gives KernelPageSize ${reported / 1024} kB for ${expected / 1024} kB pages` : null;
+}
+
+let hugetlbGap: string | null | undefined;
+/**
+ * Non-null under a qemu-user that refuses to map hugetlb memory (7.2, the 16 KiB run:
+ * mmap of a MFD_HUGETLB memfd is EINVAL there; a real kernel without a free huge page says
+ * ENOMEM, and maps it otherwise).
+ */
+export function hugetlbMmapGap(): string | null {
+  if (hugetlbGap !== undefined) return hugetlbGap;
+  const emu = userModeEmulation();
+  hugetlbGap = null;
+  if (emu === null) return hugetlbGap;
+  const size = 2 * 1024 * 1024;
+  const fd = native.memfdCreate('nvgrace-hugetlb-probe', (native.MFD_HUGETLB | native.MFD_HUGE_2MB) >>> 0);
+  try {
+    fs.ftruncateSync(fd, size);
+    const map = native.mmap(fd, size, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, 0);
+    native.munmap(map);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EINVAL') hugetlbGap = `${emu}: mmap of hugetlb memory answers EINVAL`;
+  } finally {
+    native.closeFd(fd);
+  }
+  return hugetlbGap;
+}
