@@ -120,8 +120,8 @@ export function shellComments(d: DeviceDescription, o: QemuArgsOptions): string[
     const fw = o.deviceOnly ? null : virtFirmware(d, o);
     lines.push(
       fw !== null
-        ? `# -bios: the generic initiators reach the guest in ACPI tables, which virt hands to UEFI firmware only (${fw}: package qemu-efi-aarch64)`
-        : "# the generic initiators reach the guest in ACPI tables, which virt hands to UEFI firmware only (qemu-efi-aarch64): without it the device's NUMA nodes do not exist in the guest",
+        ? `# -bios: the generic initiators reach the guest in ACPI, which virt gives to UEFI firmware only (package qemu-efi-aarch64)`
+        : "# the generic initiators reach the guest in ACPI, which virt gives to UEFI firmware only (package qemu-efi-aarch64): without it the device's NUMA nodes do not exist in the guest",
     );
   }
   return lines;

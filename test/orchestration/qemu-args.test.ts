@@ -96,7 +96,7 @@ describe('qemuArgs for virt', () => {
     const o = { ...opts, machine: 'virt' as const };
     const text = formatShell(qemuArgs(d, o), shellComments(d, o));
     expect(text.split('\n')[0]).toMatch(/^# qemu-system-aarch64/);
-    expect(text).toMatch(/# -bios: the generic initiators reach the guest in ACPI tables.*qemu-efi-aarch64/);
+    expect(text).toMatch(/# -bios: the generic initiators reach the guest in ACPI, which virt gives to UEFI firmware only.*qemu-efi-aarch64/);
     expect(text).toContain('-machine virt \\\n-cpu max \\\n');
     const noFw = shellComments(d, { ...o, firmware: null });
     expect(noFw.join('\n')).toMatch(/without it the device's NUMA nodes do not exist/);
