@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import nodePath from 'node:path';
 import type { MemoryBacking } from '../device/memory-bar.js';
-import { isSyscallError, native } from '../native/native.js';
+import { isSyscallError, MAX_MAPPING_LENGTH, native } from '../native/native.js';
 import { devMajorMinor, findDaxDevice, type DaxDevice } from './device-dax.js';
 import { FdMemory } from './fd-memory.js';
 import { sizeGuard } from './size-guard.js';
@@ -119,6 +119,17 @@ function checkHugePageSize(sysfs: string, huge: number): void {
   } catch (err) {
     throw new ApertureError(`--aperture-hugepages: ${(err as Error).message}`);
   }
+  checkMappable(huge, '--aperture-hugepages');
+}
+
+/** The daemon maps whole huge pages itself (the trapped tail, NUMA placement, the scrub). */
+function checkMappable(huge: number, what: string): void {
+  if (huge > MAX_MAPPING_LENGTH) {
+    throw new ApertureError(
+      `${what}: ${pageSizeName(huge)} pages are larger than one mapping of this Node.js can be (${pageSizeName(MAX_MAPPING_LENGTH)}), ` +
+        'and the daemon must map whole pages; use a smaller huge page size',
+    );
+  }
 }
 
 function openAnonymous(opts: ApertureOptions, sysfs: string): Aperture {
@@ -137,7 +148,8 @@ function openAnonymous(opts: ApertureOptions, sysfs: string): Aperture {
       );
     }
   }
-  const flags = (huge === undefined ? 0 : native.MFD_HUGETLB | (Math.log2(huge) << 26)) | native.MFD_ALLOW_SEALING;
+  // >>> 0: log2 of 4 GiB and more reaches bit 31 (MFD_HUGE_16GB is 34 << 26)
+  const flags = ((huge === undefined ? 0 : native.MFD_HUGETLB | (Math.log2(huge) << 26)) | native.MFD_ALLOW_SEALING) >>> 0;
   const fd = native.memfdCreate('nvgrace-aperture', flags);
   try {
     const end = opts.base + size;
@@ -208,6 +220,7 @@ function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture 
       );
     }
     checkNode(sysfs, opts.numaNode);
+    checkMappable(huge, path);
     checkAligned(opts.base, huge, `the ${pageSizeName(huge)} huge page`);
     if (created) fs.ftruncateSync(fd, alignUp(end, huge));
     checkFileSize(path, st.size, created, end);

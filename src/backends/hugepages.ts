@@ -5,19 +5,27 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
-/** The huge page sizes --aperture-hugepages accepts, by their usual names. */
-export const HUGE_PAGE_SIZES: Readonly<Record<string, number>> = { '2M': 2 * MiB, '1G': GiB };
+const TiB = 1024 * GiB;
 
-/** "2M", "2MB", "2MiB", "1G", "1g" → bytes; null for anything else. */
+/** Smallest huge page any kernel offers (arm64 with 4 KiB pages: 64 KiB contiguous PTEs). */
+export const MIN_HUGE_PAGE_SIZE = 64 * KiB;
+
+/**
+ * "64K", "2M", "32M", "512M", "1G", "16G" (also 2048K, 2MB, 2MiB, any case) → bytes;
+ * null unless a power of two from 64 KiB. Which sizes a host offers depends on its
+ * architecture and page size (x86-64: 2M, 1G; arm64 with 4 KiB pages: 64K, 2M, 32M, 1G;
+ * 16 KiB: 2M, 32M, 1G; 64 KiB: 2M, 512M, 16G): the aperture checks that when it opens.
+ */
 export function parseHugePageSize(text: string): number | null {
-  const m = /^\s*(\d+)\s*([kmg])(?:i?b)?\s*$/i.exec(text);
+  const m = /^\s*(\d{1,10})\s*([kmgt])(?:i?b)?\s*$/i.exec(text);
   if (!m) return null;
-  const bytes = Number(m[1]) * { k: KiB, m: MiB, g: GiB }[m[2]!.toLowerCase() as 'k' | 'm' | 'g'];
-  return Object.values(HUGE_PAGE_SIZES).includes(bytes) ? bytes : null;
+  const bytes = Number(m[1]) * { k: KiB, m: MiB, g: GiB, t: TiB }[m[2]!.toLowerCase() as 'k' | 'm' | 'g' | 't'];
+  return bytes >= MIN_HUGE_PAGE_SIZE && Number.isSafeInteger(bytes) && Number.isInteger(Math.log2(bytes)) ? bytes : null;
 }
 
 /** "2 MiB", "1 GiB": how errors and logs name a page size. */
 export function pageSizeName(bytes: number): string {
+  if (bytes >= TiB && bytes % TiB === 0) return `${bytes / TiB} TiB`;
   if (bytes >= GiB && bytes % GiB === 0) return `${bytes / GiB} GiB`;
   if (bytes >= MiB && bytes % MiB === 0) return `${bytes / MiB} MiB`;
   return `${bytes / KiB} KiB`;

@@ -70,7 +70,7 @@ function program(out: (line: string) => void): Command {
     .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two (a device-dax without it: the rest of the device)', parseSize, 96 * 2 ** 20)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/daxX.Y, a hugetlbfs, /dev/shm or regular file, or /dev/mem (default: anonymous shared memory)')
-    .option('--aperture-hugepages <size>', 'back the memory with huge pages: 2M or 1G (anonymous memory, or a hugetlbfs file)', parseHugePages)
+    .option('--aperture-hugepages <size>', 'back the memory with huge pages of a size the host offers (/sys/kernel/mm/hugepages): 2M, 1G; on arm64 also 64K, 32M, 512M, 16G (anonymous memory, or a hugetlbfs file)', parseHugePages)
     .option('--aperture-numa-node <node>', 'bind the memory strictly to this NUMA node (anonymous memory or hugetlbfs); never falls back', parseNumaNode)
     .addOption(new Option('--bar0 <source>', BAR0_HELP).default('emulated').argParser((v) => {
       try {

@@ -83,10 +83,12 @@ function lookupId(text: string, file: string, what: string): number {
   throw new InvalidArgumentError(`no ${what} "${text}" in ${file} (give a number instead)`);
 }
 
-/** "2M" or "1G" (also 2MB, 1GiB, ...) → bytes. */
+/** "2M", "1G", "64K", "512M", "16G" (also 2MB, 1GiB, ...) → bytes; the host's offer is checked at start. */
 export function parseHugePages(text: string): number {
   const bytes = parseHugePageSize(text);
-  if (bytes === null) throw new InvalidArgumentError(`"${text}" is not a huge page size: 2M or 1G`);
+  if (bytes === null) {
+    throw new InvalidArgumentError(`"${text}" is not a huge page size: a power of two from 64K, as /sys/kernel/mm/hugepages lists them (2M, 1G; on arm64 also 64K, 32M, 512M, 16G)`);
+  }
   return bytes;
 }
 

@@ -181,8 +181,12 @@ export class Session implements MessageSink {
       return;
     }
     const caps = v.capabilities;
-    if (caps?.pgsizes !== undefined && (caps.pgsizes & Limits.PGSIZES) === 0) {
-      throw new WireError(Errno.EINVAL, `client page sizes 0x${caps.pgsizes.toString(16)} exclude 4 KiB`);
+    // DMA maps must be aligned to the host page. A client that can map at some page size
+    // up to ours can align to ours (QEMU proposes 4096 on every host and aligns its maps
+    // to the host page itself); one whose smallest size is larger cannot map our page.
+    const page = this.device.dma.pageSize;
+    if (caps?.pgsizes !== undefined && caps.pgsizes % (2 * page) === 0) {
+      throw new WireError(Errno.EINVAL, `client page sizes 0x${caps.pgsizes.toString(16)} have none of ${page} bytes or less`);
     }
     this.clientCaps = caps;
     // Only capabilities the client proposed may be echoed; write_multiple is one of them.
@@ -191,7 +195,7 @@ export class Session implements MessageSink {
       names: [],
       maxMsgFds: Limits.MAX_MSG_FDS,
       maxDataXferSize: Limits.MAX_DATA_XFER_SIZE,
-      pgsizes: Limits.PGSIZES,
+      pgsizes: page,
       maxDmaMaps: this.device.dma.maxMaps,
     };
     if (this.writeMultiple) ours.writeMultiple = true;

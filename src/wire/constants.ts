@@ -137,8 +137,6 @@ export const Limits = {
   MAX_MSG_FDS: 16,
   /** Largest REGION_READ/WRITE count; QEMU accepts up to 64 MiB. */
   MAX_DATA_XFER_SIZE: 1 << 20,
-  /** Page sizes for DMA maps. */
-  PGSIZES: 4096,
   MAX_DMA_MAPS: 65535,
   /** Largest write-multi batch QEMU builds. */
   MAX_WRITE_MULTI: 200,

@@ -6,7 +6,7 @@ import { ApertureError, openAperture, type Aperture } from '../../src/backends/a
 import { parseHugePageSize, poolTooSmallMessage, readHugePagePool, supportedHugePageSizes } from '../../src/backends/hugepages.js';
 import { scrubAperture } from '../../src/backends/scrub.js';
 import { MemoryBar } from '../../src/device/memory-bar.js';
-import { native } from '../../src/native/native.js';
+import { MAX_MAPPING_LENGTH, native } from '../../src/native/native.js';
 import { mountHugetlbfs, poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
 import { fakeSysfs } from '../helpers/fake-sysfs.js';
 
@@ -40,9 +40,78 @@ describe('huge page sizes and pools (fake sysfs)', () => {
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 
   it('parses the page sizes an operator writes', () => {
-    for (const t of ['2M', '2m', '2MB', '2MiB', ' 2M ', '2048K']) expect(parseHugePageSize(t)).toBe(2 * MiB);
+    for (const t of ['2M', '2m', '2MB', '2MiB', ' 2M ', '2048K', '2048kB']) expect(parseHugePageSize(t)).toBe(2 * MiB);
     for (const t of ['1G', '1g', '1GB', '1GiB', '1024M']) expect(parseHugePageSize(t)).toBe(GiB);
-    for (const t of ['4M', '2', 'two', '1T', '', '2M2']) expect(parseHugePageSize(t)).toBeNull();
+    // every size an arm64 host offers (4, 16 and 64 KiB kernels), and ppc64's and s390's
+    for (const [t, bytes] of [
+      ['64K', 64 * KiB],
+      ['32M', 32 * MiB],
+      ['512M', 512 * MiB],
+      ['16G', 16 * GiB],
+      ['16384M', 16 * GiB],
+      ['16M', 16 * MiB],
+      ['1M', MiB],
+      ['2G', 2 * GiB],
+    ] as const) {
+      expect(parseHugePageSize(t)).toBe(bytes);
+    }
+    for (const t of ['3M', '32K', '4K', '0M', '1.5G', '2', 'two', '', '2M2', '-2M', '99999999999G']) expect(parseHugePageSize(t)).toBeNull();
+  });
+
+  it('reads the pools of an arm64 host with 64 KiB pages and names its sizes when another is asked for', () => {
+    const arm64 = fakeSysfs(
+      Object.fromEntries(
+        ['2048kB', '524288kB', '16777216kB'].flatMap((leaf) => [
+          [`kernel/mm/hugepages/hugepages-${leaf}/nr_hugepages`, '2'],
+          [`kernel/mm/hugepages/hugepages-${leaf}/free_hugepages`, '1'],
+          [`kernel/mm/hugepages/hugepages-${leaf}/resv_hugepages`, '0'],
+        ]),
+      ),
+    );
+    try {
+      expect(supportedHugePageSizes(arm64)).toEqual([2 * MiB, 512 * MiB, 16 * GiB]);
+      expect(readHugePagePool(arm64, 512 * MiB)).toMatchObject({ pageSize: 512 * MiB, total: 2, free: 1 });
+      expect(readHugePagePool(arm64, 16 * GiB).knob).toBe(path.join(arm64, 'kernel/mm/hugepages/hugepages-16777216kB/nr_hugepages'));
+      expect(poolTooSmallMessage(readHugePagePool(arm64, 16 * GiB), 6)).toMatch(/needs 6 pages of 16 GiB, 1 are available .*echo 7 > /);
+      // the aperture names the sizes there are, in one line
+      let err: unknown;
+      try {
+        openAperture({ size: GiB, base: 0, pageSize: page, hugePageSize: GiB, sysfsRoot: arm64 });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(ApertureError);
+      expect((err as Error).message).toBe(
+        `--aperture-hugepages: this host has no 1 GiB huge pages ` +
+          `(${path.join(arm64, 'kernel/mm/hugepages/hugepages-1048576kB')} is missing; supported sizes: 2 MiB, 512 MiB, 16 GiB)`,
+      );
+      // 16 GiB pages exist there, but this Node.js cannot map one whole
+      if (MAX_MAPPING_LENGTH < 16 * GiB) {
+        expect(() => openAperture({ size: 95 * GiB, base: 0, pageSize: page, hugePageSize: 16 * GiB, sysfsRoot: arm64 })).toThrow(
+          /^--aperture-hugepages: 16 GiB pages are larger than one mapping of this Node.js can be \(4 GiB\)/,
+        );
+      }
+    } finally {
+      fs.rmSync(arm64, { recursive: true, force: true });
+    }
+  });
+
+  it('reads the pools of an arm64 host with 4 KiB pages: 64K, 2M, 32M and 1G', () => {
+    const arm64 = fakeSysfs(
+      Object.fromEntries(
+        ['64kB', '2048kB', '32768kB', '1048576kB'].flatMap((leaf) => [
+          [`kernel/mm/hugepages/hugepages-${leaf}/nr_hugepages`, '8'],
+          [`kernel/mm/hugepages/hugepages-${leaf}/free_hugepages`, '8'],
+        ]),
+      ),
+    );
+    try {
+      expect(supportedHugePageSizes(arm64)).toEqual([64 * KiB, 2 * MiB, 32 * MiB, GiB]);
+      for (const size of [64 * KiB, 32 * MiB]) expect(readHugePagePool(arm64, size)).toMatchObject({ pageSize: size, total: 8, free: 8, reserved: 0 });
+      expect(() => readHugePagePool(arm64, 512 * MiB)).toThrow(/no 512 MiB huge pages .*supported sizes: 64 KiB, 2 MiB, 32 MiB, 1 GiB\)$/);
+    } finally {
+      fs.rmSync(arm64, { recursive: true, force: true });
+    }
   });
 
   it('reads the host pool and a node pool, and names the knob to raise', () => {

@@ -4,6 +4,9 @@ import { zeroThroughMapping } from '../../src/backends/scrub-primitive.js';
 import { native } from '../../src/native/native.js';
 import { mappingsOf } from '../native/helpers.js';
 
+/** The host page (qemu-user's QEMU_PAGESIZE included): the smallest granule a mapping can have. */
+const PAGE = native.pageSize();
+
 describe('zeroThroughMapping', () => {
   const fds: number[] = [];
   afterEach(() => {
@@ -17,9 +20,9 @@ describe('zeroThroughMapping', () => {
     fs.ftruncateSync(fd, size);
     const ones = Buffer.alloc(size, 0xa5);
     fs.writeSync(fd, ones, 0, size, 0);
-    const offset = 3 * 4096 + 123;
+    const offset = 3 * PAGE + 123;
     const length = 5 * 64 * 1024 + 77; // several 64 KiB windows and a ragged end
-    zeroThroughMapping(fd, offset, length, 4096, 64 * 1024);
+    zeroThroughMapping(fd, offset, length, PAGE, 64 * 1024);
     const back = Buffer.alloc(size);
     fs.readSync(fd, back, 0, size, 0);
     expect(back.subarray(0, offset).every((b) => b === 0xa5)).toBe(true);
@@ -47,9 +50,9 @@ describe('zeroThroughMapping', () => {
   it('refuses a granularity that is not whole pages, and an empty window', () => {
     const fd = native.memfdCreate('zero-bad', 0);
     fds.push(fd);
-    fs.ftruncateSync(fd, 8192);
-    expect(() => zeroThroughMapping(fd, 0, 8192, 1000)).toThrow(RangeError);
-    expect(() => zeroThroughMapping(fd, 0, 8192, 0)).toThrow(RangeError);
-    expect(() => zeroThroughMapping(fd, 0, 8192, 4096, 0)).toThrow(RangeError);
+    fs.ftruncateSync(fd, 2 * PAGE);
+    expect(() => zeroThroughMapping(fd, 0, 2 * PAGE, 1000)).toThrow(RangeError);
+    expect(() => zeroThroughMapping(fd, 0, 2 * PAGE, 0)).toThrow(RangeError);
+    expect(() => zeroThroughMapping(fd, 0, 2 * PAGE, PAGE, 0)).toThrow(RangeError);
   });
 });

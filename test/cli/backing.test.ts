@@ -4,9 +4,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { pageSizeName, supportedHugePageSizes } from '../../src/backends/hugepages.js';
 import { nodesWithMemory } from '../../src/backends/numa.js';
 import { finished, runCli, spawnCli, waitForLog } from '../helpers/cli.js';
 import { poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
+import { native } from '../../src/native/native.js';
 
 const MiB = 1024 * 1024;
 
@@ -24,7 +26,8 @@ describe('backing flags', () => {
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it.each([
-    [['--aperture-hugepages', '3M'], /"3M" is not a huge page size: 2M or 1G/],
+    [['--aperture-hugepages', '3M'], /"3M" is not a huge page size: a power of two from 64K.*2M, 1G; on arm64 also 64K, 32M, 512M, 16G/],
+    [['--aperture-hugepages', '32K'], /"32K" is not a huge page size/],
     [['--aperture-hugepages', ''], /not a huge page size/],
     [['--aperture-numa-node', 'one'], /"one" is not a NUMA node number/],
     [['--aperture-numa-node', '-1'], /NUMA node number/],
@@ -33,6 +36,18 @@ describe('backing flags', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(why);
+  });
+
+  it('refuses a huge page size the host does not offer in one line naming those it does, exit 1', async () => {
+    const offered = supportedHugePageSizes('/sys');
+    let absent = 64 * 1024;
+    while (offered.includes(absent)) absent *= 2;
+    const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), '--aperture-hugepages', `${absent / 1024}K`]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`--aperture-hugepages: this host has no ${pageSizeName(absent)} huge pages`);
+    expect(lines[0]).toContain(`supported sizes: ${offered.length > 0 ? offered.map(pageSizeName).join(', ') : 'none'})`);
   });
 
   it('refuses a NUMA node that does not exist in one line, exit 1', async () => {
@@ -60,7 +75,7 @@ describe('backing flags', () => {
     daemon.kill('SIGTERM');
     const done = await finished(daemon);
     const ready = deviceReady(done.stderr);
-    expect(ready.memory.backing).toEqual({ kind: 'memfd', path: null, numaNode: null, pageSize: 4096, cacheable: true });
+    expect(ready.memory.backing).toEqual({ kind: 'memfd', path: null, numaNode: null, pageSize: native.pageSize(), cacheable: true });
     expect(ready.memory.size).toBe('96 MiB');
   });
 

@@ -35,12 +35,13 @@ describe('client limit flags', () => {
     try {
       await c.negotiate();
       const rw = DmaMapFlag.READ | DmaMapFlag.WRITE;
-      await c.dmaMap(0x100000, 4096, rw, ram, 0);
-      await c.dmaMap(0x200000, 4096, rw, ram, 4096);
-      const err = await c.dmaMap(0x300000, 4096, rw, ram, 8192).catch((e: unknown) => e);
+      const page = native.pageSize();
+      await c.dmaMap(0x100000, page, rw, ram, 0);
+      await c.dmaMap(0x200000, page, rw, ram, page);
+      const err = await c.dmaMap(0x300000, page, rw, ram, 2 * page).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RequestError);
       expect((err as RequestError).errno).toBe(24); // EMFILE
-      await c.dmaMap(0x400000, 4096, DmaMapFlag.READ); // a map without an fd holds none
+      await c.dmaMap(0x400000, page, DmaMapFlag.READ); // a map without an fd holds none
     } finally {
       c.close();
       native.closeFd(ram);

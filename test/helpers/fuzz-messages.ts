@@ -48,7 +48,8 @@ export class Rng {
   }
 }
 
-const PAGE = 4096;
+/** The host page: DMA maps of whole pages are the ones the server accepts and must then release. */
+const PAGE = native.pageSize();
 const MiB = 1024 * 1024;
 /** Values at the edges of what the daemon checks. */
 const EDGES32 = [0, 1, 2, 3, 4, 7, 8, 15, 16, 17, 20, 24, 31, 32, 33, 0xfff, PAGE, 0xffff, 0x10000, MiB, MiB + 1, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
@@ -117,7 +118,7 @@ export function validMessage(r: Rng): FuzzMessage {
           names: [],
           maxMsgFds: r.pick([0, 1, 16, 253]),
           maxDataXferSize: r.pick([0, 4096, MiB, 2 ** 40]),
-          pgsizes: r.pick([4096, 8192, 0x3000, 0]),
+          pgsizes: r.pick([4096, PAGE, 2 * PAGE, 0x3000, 0]),
           maxDmaMaps: r.pick([0, 1, 65535]),
           writeMultiple: r.chance(0.5),
         }),
@@ -126,12 +127,12 @@ export function validMessage(r: Rng): FuzzMessage {
     case 1: {
       const withFd = r.chance(0.6);
       const size = r.chance(0.7) ? (r.int(16) + 1) * PAGE : edge64(r);
-      const address = r.chance(0.7) ? r.int(64) * 0x10000 : edge64(r);
+      const address = r.chance(0.7) ? r.int(64) * Math.max(PAGE, 0x10000) : edge64(r);
       const m = encodeDmaMap(id, r.pick([DmaMapFlag.READ, DmaMapFlag.WRITE, 3, 0, 4]), withFd && r.chance(0.7) ? r.int(4) * PAGE : edge64(r) % 2 ** 52, address, Math.max(0, size));
       return { bytes: m, fds: withFd ? makeFds(r, r.chance(0.9) ? 1 : 2) : [] };
     }
     case 2:
-      return { bytes: encodeDmaUnmap(id, r.pick([0, 0, 2, 1, 4]), r.int(64) * 0x10000, (r.int(16) + 1) * PAGE), fds: [] };
+      return { bytes: encodeDmaUnmap(id, r.pick([0, 0, 2, 1, 4]), r.int(64) * Math.max(PAGE, 0x10000), (r.int(16) + 1) * PAGE), fds: [] };
     case 3:
       return { bytes: encodeDeviceGetInfo(id), fds: [] };
     case 4:

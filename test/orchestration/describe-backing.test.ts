@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { previewBacking } from '../../src/backends/backing-preview.js';
 import { describeFromFlags, numaLayout } from '../../src/orchestration/description.js';
 import { runCli } from '../helpers/cli.js';
+import { native } from '../../src/native/native.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -31,7 +32,7 @@ describe('backing facts without opening the backing', () => {
 
   it('previews every kind of backing', () => {
     expect(previewBacking({ base: 0 })).toEqual({
-      facts: { kind: 'memfd', path: null, numaNode: null, pageSize: 4096, cacheable: true },
+      facts: { kind: 'memfd', path: null, numaNode: null, pageSize: native.pageSize(), cacheable: true },
       exists: true,
       size: 96 * MiB,
     });
@@ -49,7 +50,7 @@ describe('backing facts without opening the backing', () => {
     });
     expect(previewBacking({ base: 0, path: '/dev/zero' }).facts.cacheable).toBeNull();
     const missing = path.join(root, 'not-yet');
-    expect(previewBacking({ base: 0, path: missing })).toMatchObject({ exists: false, facts: { kind: 'file', pageSize: 4096 } });
+    expect(previewBacking({ base: 0, path: missing })).toMatchObject({ exists: false, facts: { kind: 'file', pageSize: native.pageSize() } });
     expect(fs.existsSync(missing)).toBe(false);
   });
 

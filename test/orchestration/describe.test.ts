@@ -33,7 +33,7 @@ describe('describe from flags', () => {
       paddingBytes: 33 * GiB,
       layout: 'bar2',
       totalMemoryBytes: 95 * GiB,
-      backing: { kind: 'char-device', path: '/dev/zero', base: 0x4000_0000_0000, numaNode: null, pageSize: 4096, cacheable: null },
+      backing: { kind: 'char-device', path: '/dev/zero', base: 0x4000_0000_0000, numaNode: null, pageSize: native.pageSize(), cacheable: null },
     });
     expect(d.bars.map((b) => [b.index, b.bytes, b.role])).toEqual([
       [0, 16 * MiB, 'registers'],

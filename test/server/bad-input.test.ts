@@ -37,7 +37,8 @@ import {
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 import { RawPeer, errnoOf, rawMessage } from '../helpers/raw-peer.js';
 
-const PAGE = 4096;
+/** DMA maps are in host pages (qemu-user's QEMU_PAGESIZE included). */
+const PAGE = native.pageSize();
 const MiB = 1024 * 1024;
 const BAR2 = RegionIndex.BAR2;
 const BAR2_SIZE = 128 * MiB;
@@ -124,7 +125,9 @@ describe('bad input over a raw socket', () => {
         const body = Buffer.concat([Buffer.from([0, 0, 0, 0]), Buffer.from(json + '\0')]);
         return rawMessage(Command.VERSION, body);
       };
-      await expectErrno(bad('{"capabilities":{"pgsizes":8192}}'), EINVAL);
+      // Only sizes above the host page: the client cannot map our pages.
+      await expectErrno(bad(`{"capabilities":{"pgsizes":${2 * native.pageSize()}}}`), EINVAL);
+      await expectErrno(bad('{"capabilities":{"pgsizes":0}}'), EINVAL);
       await expectErrno(bad('{"capabilities":{"max_msg_fds":-1}}'), EINVAL);
       await expectErrno(bad('{"capabilities":[]}'), EINVAL);
       await expectErrno(bad('not json'), EINVAL);
@@ -424,16 +427,18 @@ describe('bad input over a raw socket', () => {
     });
 
     it('refuses overlapping maps with EEXIST and unmapping what is not mapped with ENOENT', async () => {
-      expect(errnoOf(await peer.request(dmaMapRaw({ address: 0x200000, size: 0x10000 })))).toBe(0);
-      await expectErrno(dmaMapRaw({ address: 0x200000, size: PAGE }), EEXIST);
-      await expectErrno(dmaMapRaw({ address: 0x1ff000, size: 2 * PAGE }), EEXIST);
-      await expectErrno(dmaMapRaw({ address: 0x20f000, size: 2 * PAGE }), EEXIST);
+      const at = 0x200000;
+      const size = 16 * PAGE;
+      expect(errnoOf(await peer.request(dmaMapRaw({ address: at, size })))).toBe(0);
+      await expectErrno(dmaMapRaw({ address: at, size: PAGE }), EEXIST);
+      await expectErrno(dmaMapRaw({ address: at - PAGE, size: 2 * PAGE }), EEXIST);
+      await expectErrno(dmaMapRaw({ address: at + size - PAGE, size: 2 * PAGE }), EEXIST);
       await expectErrno(dmaMapRaw({ address: 0x100000, size: 0x200000 }), EEXIST);
-      await expectErrno(encodeDmaUnmap(1, 0, 0x200000, PAGE), Errno.ENOENT);
-      await expectErrno(encodeDmaUnmap(1, DmaUnmapFlag.ALL, 0x200000, 0x10000), EINVAL);
-      await expectErrno(encodeDmaUnmap(1, DmaUnmapFlag.GET_DIRTY_PAGE_INFO, 0x200000, 0x10000), EOPNOTSUPP);
-      await expectErrno(encodeDmaUnmap(1, 8, 0x200000, 0x10000), EINVAL);
-      expect(errnoOf(await peer.request(dmaMapRaw({ address: 0x210000, size: PAGE })))).toBe(0); // adjacent is fine
+      await expectErrno(encodeDmaUnmap(1, 0, at, PAGE), Errno.ENOENT);
+      await expectErrno(encodeDmaUnmap(1, DmaUnmapFlag.ALL, at, size), EINVAL);
+      await expectErrno(encodeDmaUnmap(1, DmaUnmapFlag.GET_DIRTY_PAGE_INFO, at, size), EOPNOTSUPP);
+      await expectErrno(encodeDmaUnmap(1, 8, at, size), EINVAL);
+      expect(errnoOf(await peer.request(dmaMapRaw({ address: at + size, size: PAGE })))).toBe(0); // adjacent is fine
       expect(d.running.daemon.device.dma.count).toBe(2);
     });
   });

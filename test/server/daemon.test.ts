@@ -2,25 +2,27 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RequestError, VfioUserClient } from '../../src/client/client.js';
+import { QEMU_LIKE_CAPS, RequestError, VfioUserClient } from '../../src/client/client.js';
 import { createLogger } from '../../src/log.js';
 import { native } from '../../src/native/native.js';
 import { Daemon } from '../../src/server/daemon.js';
+import type { Version } from '../../src/wire/messages.js';
 import { DmaMapFlag, IrqIndex, IrqSetFlag, RegionIndex } from '../../src/wire/constants.js';
 import { makeDevice } from '../device/fakes.js';
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 
 const BAR2 = RegionIndex.BAR2;
-const PAGE = 4096;
+const PAGE = native.pageSize();
 
 describe('daemon over a real socket', () => {
   let d: TestDaemon;
   let client: VfioUserClient;
+  let version: Version;
 
   beforeEach(async () => {
     d = startTestDaemon();
     client = VfioUserClient.connect(d.socket);
-    await client.negotiate();
+    version = await client.negotiate();
   });
 
   afterEach(() => {
@@ -108,6 +110,18 @@ describe('daemon over a real socket', () => {
       { region: BAR2, offset: 0x1006, data: Buffer.from([3, 4]) },
     ]);
     expect([...(await client.regionRead(BAR2, 0x1000, 8))]).toEqual([9, 9, 9, 9, 1, 2, 3, 4]);
+  });
+
+  it('advertises the host page size for DMA maps and takes QEMU\'s 4096 proposal on any host', async () => {
+    const page = native.pageSize();
+    expect(QEMU_LIKE_CAPS.pgsizes).toBe(4096);
+    expect(version.capabilities?.pgsizes).toBe(page);
+    const rw = DmaMapFlag.READ | DmaMapFlag.WRITE;
+    // Maps at the advertised size work; with pages above 4 KiB a 4 KiB-aligned one is refused.
+    await client.dmaMap(16 * page, page, rw);
+    if (page > 4096) await expect(client.dmaMap(32 * page + 4096, page, rw)).rejects.toMatchObject({ errno: 22 });
+    await expect(client.dmaMap(32 * page + page / 2, page, rw)).rejects.toMatchObject({ errno: 22 });
+    expect(d.running.daemon.device.dma.count).toBe(1);
   });
 
   it('records DMA maps with and without fds and releases them on disconnect', async () => {

@@ -14,7 +14,7 @@ import { isListening } from '../service/helpers.js';
 import { collectGarbage } from '../native/helpers.js';
 
 const MiB = 1024 * 1024;
-const PAGE = 4096;
+const PAGE = native.pageSize();
 
 /** One full client life: maps, an eventfd, the BAR2 fd, some I/O, then gone. */
 async function clientLife(socket: string, ram: number, i: number): Promise<void> {

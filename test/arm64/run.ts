@@ -1,0 +1,82 @@
+// `npm run test:arm64 [-- --ci] [--page-sizes 4096,16384] [--root DIR] [-- vitest args]`
+//
+// Provisions the arm64 root, builds this checkout in it and runs the vitest suite there
+// under qemu-user, once per page size qemu-user reports to the program (QEMU_PAGESIZE).
+// test/guest is left out: it needs the x86 host's QEMU. --ci runs the part that exercises
+// the native code and the protocol (CI_PATHS) to fit CI's time budget.
+import fs from 'node:fs';
+import path from 'node:path';
+import { ensureArm64Build, runInArm64Root } from './arm64-root.js';
+
+/** What CI runs on arm64: the binding, the protocol, the server, the device and the backings. */
+export const CI_PATHS = ['test/native', 'test/wire', 'test/transport', 'test/server', 'test/device', 'test/backends'];
+/** 64 KiB is the page size NVIDIA recommends for Grace. */
+export const DEFAULT_PAGE_SIZES = [4096, 16384, 65536];
+export const CI_PAGE_SIZES = [4096, 16384];
+/** test/guest needs the x86 host's QEMU; test/arm64 is the host side of this runner (git, unshare). */
+const EXCLUDE = ['test/guest/**', 'test/arm64/**'];
+
+interface Args {
+  ci: boolean;
+  pageSizes: number[];
+  root: string | undefined;
+  vitest: string[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { ci: false, pageSizes: [], root: undefined, vitest: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const x = argv[i]!;
+    if (x === '--ci') a.ci = true;
+    else if (x === '--page-sizes') {
+      a.pageSizes = (argv[++i] ?? '').split(',').map(Number);
+      if (a.pageSizes.some((n) => !Number.isInteger(n) || n < 4096 || (n & (n - 1)) !== 0)) {
+        throw new Error(`--page-sizes: powers of two from 4096, comma-separated (got ${argv[i]})`);
+      }
+    } else if (x === '--root') a.root = argv[++i];
+    else if (x === '--') a.vitest.push(...argv.slice(i + 1)), (i = argv.length);
+    else a.vitest.push(x);
+  }
+  if (a.pageSizes.length === 0) a.pageSizes = a.ci ? CI_PAGE_SIZES : DEFAULT_PAGE_SIZES;
+  return a;
+}
+
+function minutes(ms: number): string {
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+}
+
+function main(): number {
+  const args = parseArgs(process.argv.slice(2));
+  const t0 = Date.now();
+  const build = ensureArm64Build(args.root !== undefined ? { dir: args.root } : {});
+  const tBuild = Date.now() - t0;
+  console.log(`arm64: ${build.dirInRoot} ready in ${minutes(tBuild)}${build.built ? ' (built)' : ' (cached)'}`);
+
+  const paths = args.ci ? CI_PATHS : [];
+  const results: { pageSize: number; ok: boolean; ms: number; why: string }[] = [];
+  for (const pageSize of args.pageSizes) {
+    console.log(`\narm64: vitest at ${pageSize}-byte pages${args.ci ? ` (CI part: ${paths.join(' ')})` : ' (all but test/guest)'}`);
+    const t = Date.now();
+    const r = runInArm64Root(
+      build.root.root,
+      ['node', 'node_modules/vitest/vitest.mjs', 'run', ...EXCLUDE.flatMap((e) => ['--exclude', e]), ...paths, ...args.vitest],
+      { cwd: build.dirInRoot, pageSize },
+    );
+    const ms = Date.now() - t;
+    const ok = r.status === 0;
+    results.push({ pageSize, ok, ms, why: ok ? '' : `exit ${r.status ?? r.signal}` });
+  }
+
+  console.log('\narm64 summary:');
+  console.log(`  root and build: ${minutes(tBuild)}${build.built ? ' (built)' : ' (cached)'}`);
+  for (const r of results) {
+    console.log(`  ${String(r.pageSize).padStart(5)}-byte pages: ${r.ok ? 'passed' : `FAILED (${r.why})`} in ${minutes(r.ms)}`);
+  }
+  console.log(`  total: ${minutes(Date.now() - t0)}`);
+  const summaryFile = path.join(build.root.root, 'work', '.last-run.json');
+  fs.writeFileSync(summaryFile, JSON.stringify({ ci: args.ci, build: { ms: tBuild, built: build.built }, results }, null, 2));
+  return results.every((r) => r.ok) ? 0 : 1;
+}
+
+process.exitCode = main();
