@@ -242,15 +242,18 @@ mount_in "$TMP/dev/pts" --bind /dev/pts
 in_root() { DEBIAN_FRONTEND=noninteractive LC_ALL=C chroot "$TMP" "$@"; }
 
 log "apt-get install -t $BACKPORTS ${GUEST_PACKAGES[*]}"
+APT_START=$SECONDS
 in_root apt-get update -qq
 # (A subshell: a redirected function call would also redirect this shell's traps.)
 (in_root apt-get install -y -qq --no-install-recommends -t "$BACKPORTS" "${GUEST_PACKAGES[@]}") \
   >"$PARENT/.$BASE.apt.log" 2>&1 ||
   { tail -n 30 "$PARENT/.$BASE.apt.log" >&2; die "apt-get install failed (log: $PARENT/.$BASE.apt.log)"; }
+log "installed in $((SECONDS - APT_START)) s"
 
 # ------------------------------------------------------------------ arm64 guest files
 # Foreign-architecture packages are only downloaded and unpacked: nothing arm64 runs here.
 log "arm64: kernels (${ARM64_KERNELS[*]}) and $ARM64_BUSYBOX"
+ARM64_START=$SECONDS
 in_root dpkg --add-architecture arm64
 in_root apt-get update -qq
 ARM64_DL="$TMP/var/cache/nvgrace-arm64"
@@ -309,6 +312,7 @@ dpkg-deb --fsys-tarfile "$deb" | tar -x -O ./usr/bin/busybox >"$TMP/arm64/busybo
 chmod 0755 "$TMP/arm64/busybox"
 [[ -s "$TMP/arm64/busybox" ]] || die "no busybox in $(basename "$deb")"
 rm -rf "$ARM64_DL"
+log "arm64 files in $((SECONDS - ARM64_START)) s"
 in_root apt-get clean
 # The package lists (over 100 MB with arm64's) serve no one once the root is built.
 rm -rf "$TMP"/var/lib/apt/lists/*
