@@ -32,8 +32,12 @@ export interface NodeInitramfsOptions {
   modules?: string[];
   /** Default x86_64 (busybox for it). */
   arch?: GuestArch;
-  /** Node and the shared libraries it loads, at their guest paths; default the host's own node (ldd). */
-  node?: { binary: string; libraries: { guestPath: string; hostPath: string }[] };
+  /**
+   * Node, the shared libraries it loads and any other files it reads at start (a
+   * distribution's externalized builtins), at their guest paths; default the host's own
+   * node (ldd).
+   */
+  node?: { binary: string; libraries: { guestPath: string; hostPath: string }[]; files?: { guestPath: string; hostPath: string }[] };
   /** A built tree of the project (dist/, the native addon, node_modules); default this checkout. */
   projectDir?: string;
   /** Files of this checkout to carry as well (repository-relative); default the nested test's l1-check. */
@@ -128,8 +132,27 @@ function productionPackages(root: string): string[] {
   return [...found];
 }
 
+/**
+ * Files a distribution's libnode loads from /usr/share/nodejs at start instead of carrying
+ * them (Debian externalizes acorn, cjs-module-lexer, undici and others): the paths named in
+ * the library, as they exist under `root` (a path in the root -> its host path).
+ */
+export function externalizedBuiltins(libnode: string, resolve: (guestPath: string) => string): { guestPath: string; hostPath: string }[] {
+  const names = new Set(readFileSync(libnode).toString('latin1').match(/\/usr\/share\/nodejs\/[\w@./-]+\.js/g) ?? []);
+  const out: { guestPath: string; hostPath: string }[] = [];
+  for (const guestPath of [...names].sort()) {
+    const hostPath = resolve(guestPath);
+    try {
+      if (statSync(hostPath).isFile()) out.push({ guestPath, hostPath });
+    } catch {
+      // named in the library but not installed: node then does without it
+    }
+  }
+  return out;
+}
+
 /** The host's own node and its libraries (what an x86_64 guest runs). */
-function hostNode(): { binary: string; libraries: { guestPath: string; hostPath: string }[] } {
+function hostNode(): NonNullable<NodeInitramfsOptions['node']> {
   const binary = realpathSync(process.execPath);
   return { binary, libraries: sharedLibraries(binary).map((lib) => ({ guestPath: lib, hostPath: lib })) };
 }
@@ -188,6 +211,7 @@ export function buildNodeInitramfs(o: NodeInitramfsOptions): NodeInitramfs {
   const node = o.node ?? hostNode();
   add('usr/bin/node', S_IFREG | 0o755, readFileSync(node.binary));
   for (const lib of node.libraries) add(lib.guestPath, S_IFREG | 0o755, readFileSync(realpathSync(lib.hostPath)));
+  for (const f of node.files ?? []) add(f.guestPath, S_IFREG | 0o644, readFileSync(realpathSync(f.hostPath)));
 
   // The project: compiled code, the native addon, production dependencies, the guest-side check.
   const project = GUEST_PROJECT_DIR.replace(/^\//, '');

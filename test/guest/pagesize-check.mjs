@@ -4,9 +4,12 @@
 //
 //   node pagesize-check.mjs LABEL:SOCKET:MEMORY:GRANULE[:FILE] ...
 //
-// One daemon per argument (one Node start for all: each costs seconds under TCG). MEMORY:
-// bytes of aperture behind BAR2; GRANULE: the unit the daemon must map it in (the host
-// page, or the huge page); FILE: the aperture file, when the backing is one.
+// One daemon per argument. SOCKET: a running daemon's (`serve` started by the guest), or
+// `here`: this process starts the daemon itself (startDaemon, what `serve` runs) with the
+// aperture MEMORY bytes, on FILE when given, on huge pages when GRANULE is larger than the
+// host page; each Node start costs tens of seconds in a TCG guest, so one process serves
+// the rest. MEMORY: bytes of aperture behind BAR2; GRANULE: the unit the daemon must map it
+// in (the host page, or the huge page); FILE: the aperture file, when the backing is one.
 // Checks: VERSION's pgsizes is the host page; BAR2's fd offset and every mmap area are in
 // whole granules, each area maps (the kernel refuses a misaligned offset) and shows the bytes
 // a trapped read of the same BAR offset shows; the trailing partial granule is served
@@ -16,8 +19,11 @@
 // Every check prints `PGCHECK <label>-<name> PASS|FAIL <details>`; the last line is
 // `PGCHECK DONE pass=N fail=M`, and the exit status is 0 only when nothing failed.
 import fs from 'node:fs';
+import { parseBar0Spec } from '../../dist/backends/bar0-source.js';
+import { startDaemon } from '../../dist/cli/serve.js';
 import { RequestError, VfioUserClient } from '../../dist/client/client.js';
 import { native } from '../../dist/native/native.js';
+import { RegionFlag } from '../../dist/wire/constants.js';
 
 const REGION_BAR2 = 2;
 const DMA_READ = 1;
@@ -60,7 +66,8 @@ async function checkDaemon(socket, mem, granule, file) {
     check('pgsizes', version.capabilities?.pgsizes === page, `pgsizes=${version.capabilities?.pgsizes} page=${page}`);
 
     const { info, fd } = await c.regionInfo(REGION_BAR2);
-    const areas = info.sparseAreas ?? [];
+    // No sparse capability: the whole region maps.
+    const areas = info.sparseAreas ?? (info.flags & RegionFlag.MMAP ? [{ offset: 0, size: info.size }] : []);
     const mappable = alignDown(mem, granule);
     check('fd', fd !== null, `fd=${fd}`);
     check('fd-offset', info.offset % granule === 0, `offset=${hex(info.offset)} granule=${hex(granule)}`);
@@ -111,7 +118,8 @@ async function checkDaemon(socket, mem, granule, file) {
     }
 
     // The padding: ~0 at its start and at the BAR's end, writes dropped.
-    for (const off of [alignDown(mem + 7, 8), info.size - 8]) {
+    if (mem === info.size) check('no-padding', true, `memory fills the ${hex(info.size)} BAR`);
+    for (const off of mem === info.size ? [] : [alignDown(mem + 7, 8), info.size - 8]) {
       const before = await c.regionRead(REGION_BAR2, off, 8);
       await c.regionWrite(REGION_BAR2, off, Buffer.alloc(8));
       const after = await c.regionRead(REGION_BAR2, off, 8);
@@ -139,10 +147,31 @@ async function checkDaemon(socket, mem, granule, file) {
   }
 }
 
-for (const spec of process.argv.slice(2)) {
+const specs = process.argv.slice(2).map((spec) => {
   const [name, socket, memText, granText, file] = spec.split(':');
-  label = name;
-  await checkDaemon(socket, Number(memText), Number(granText), file);
+  return { name, socket, mem: Number(memText), granule: Number(granText), file: file || undefined };
+});
+const running = [];
+for (const s of specs.filter((x) => x.socket === 'here')) {
+  s.socket = `/tmp/${s.name}-here.sock`;
+  const r = startDaemon({
+    socket: s.socket,
+    socketMode: 0o600,
+    apertureSize: s.mem,
+    apertureBase: 0,
+    aperturePath: s.file,
+    apertureHugePages: s.granule > page ? s.granule : undefined,
+    bar0: parseBar0Spec('emulated'),
+    vendorId: 0x10de,
+    logLevel: 'error',
+  });
+  running.push(r);
+  await r.ready;
 }
+for (const s of specs) {
+  label = s.name;
+  await checkDaemon(s.socket, s.mem, s.granule, s.file);
+}
+for (const r of running) r.stop();
 console.log(`PGCHECK DONE pass=${pass} fail=${fail}`);
 process.exit(fail === 0 ? 0 : 1);

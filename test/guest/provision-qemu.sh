@@ -243,6 +243,9 @@ in_root() { DEBIAN_FRONTEND=noninteractive LC_ALL=C chroot "$TMP" "$@"; }
 
 log "apt-get install -t $BACKPORTS ${GUEST_PACKAGES[*]}"
 APT_START=$SECONDS
+# arm64 first, so that one update fetches both architectures' lists (arm64's are only
+# used to download the arm64 files below).
+in_root dpkg --add-architecture arm64
 in_root apt-get update -qq
 # (A subshell: a redirected function call would also redirect this shell's traps.)
 (in_root apt-get install -y -qq --no-install-recommends -t "$BACKPORTS" "${GUEST_PACKAGES[@]}") \
@@ -254,8 +257,6 @@ log "installed in $((SECONDS - APT_START)) s"
 # Foreign-architecture packages are only downloaded and unpacked: nothing arm64 runs here.
 log "arm64: kernels (${ARM64_KERNELS[*]}) and $ARM64_BUSYBOX"
 ARM64_START=$SECONDS
-in_root dpkg --add-architecture arm64
-in_root apt-get update -qq
 ARM64_DL="$TMP/var/cache/nvgrace-arm64"
 mkdir -p "$ARM64_DL" "$TMP/arm64"
 # Downloads PACKAGE:arm64 (the newest, backports included) into ARM64_DL; prints the .deb.
