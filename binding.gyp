@@ -12,7 +12,8 @@
         "binding/notify.c",
         "binding/numa.c",
         "binding/vfio.c",
-        "binding/pidfd.c"
+        "binding/pidfd.c",
+        "binding/guard.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-O2"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]

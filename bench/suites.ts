@@ -105,13 +105,46 @@ const us = (ns: number[]) => ns.map((x) => x / 1000);
 /** Harness arguments for a server: one run per harness process, everything on the last CPU (see socketSuite). */
 const pinnedTo = (socket: string, pid: number) => ['--socket', socket, '--runs', '1', '--pid', String(pid), '--cpu', String(os.cpus().length - 1)];
 
-/** Runs of the 4-byte config-space read alone against the server behind `pinned`, joined. */
-function configReadRuns(ctx: Context, pinned: string[], extra: string[] = []): RttTarget {
+/** Runs of one 4-byte read (the config-space one unless told) alone against the server behind `pinned`, joined. */
+function configReadRuns(ctx: Context, pinned: string[], extra: string[] = [], target = '7:0:4'): RttTarget {
   return concatRuns(
     Array.from({ length: ctx.cfg.runs }, (_, r) =>
-      runHarness<RttOut>(ctx.harness, ['rtt', ...pinned, ...extra, '--iters', String(ctx.cfg.rttIters), '--floor-first', String(r % 2), '--target', '7:0:4'], 'rtt').targets[0]!,
+      runHarness<RttOut>(ctx.harness, ['rtt', ...pinned, ...extra, '--iters', String(ctx.cfg.rttIters), '--floor-first', String(r % 2), '--target', target], 'rtt').targets[0]!,
     ),
   );
+}
+
+/**
+ * The memory-tail read of a file aperture (tmpfs), which a client could
+ * truncate: copied under the SIGBUS guard, one native call, where the default
+ * memfd's tail is a plain copy. No target: it shows what the guard costs.
+ */
+async function guardedTailFigure(ctx: Context): Promise<Figure> {
+  const file = path.join(ctx.shmDir, 'guarded-aperture');
+  try {
+    return await withDaemon(ctx, 'guarded', ['--aperture-size', String(APERTURE), '--aperture-path', file], (d) => {
+      ctx.log('trapped round trips, file aperture (guarded copy)');
+      const out = configReadRuns(ctx, pinnedTo(d.socket, d.pid), [], `2:${GiB + 16}:4`);
+      const f = figure(
+        {
+          id: 'rtt-bar2-tail-guarded',
+          title: 'Trapped 4-byte read: BAR2 memory tail of a file aperture (SIGBUS-guarded copy)',
+          unit: 'µs',
+          better: 'lower',
+          floorLabel: `median round trip: ${SOCKET_FLOOR}`,
+        },
+        us(out.daemon_ns),
+        us(out.floor_ns),
+      );
+      f.detail = {
+        daemon_cpu_us_per_request: summarize(us(out.daemon_cpu_ns)),
+        floor_cpu_us_per_request: summarize(us(out.floor_cpu_ns)),
+      };
+      return f;
+    });
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
 }
 
 /**
@@ -155,7 +188,7 @@ async function nodeServerFigure(ctx: Context): Promise<Figure> {
 export async function socketSuite(ctx: Context): Promise<Figure[]> {
   const figures = await daemonSocketFigures(ctx);
   // after the trapped reads and the blocking-client read, before the streams
-  figures.splice(5, 0, await nodeServerFigure(ctx));
+  figures.splice(5, 0, await nodeServerFigure(ctx), await guardedTailFigure(ctx));
   return figures;
 }
 

@@ -36,7 +36,8 @@ static napi_value init(napi_env env, napi_value exports) {
   if (!nv_init_socket(env, exports) || !nv_init_memory(env, exports) ||
       !nv_init_fd(env, exports) || !nv_init_poll(env, exports) ||
       !nv_init_notify(env, exports) || !nv_init_numa(env, exports) ||
-      !nv_init_vfio(env, exports) || !nv_init_pidfd(env, exports))
+      !nv_init_vfio(env, exports) || !nv_init_pidfd(env, exports) ||
+      !nv_init_guard(env, exports))
     return NULL;
   return exports;
 }

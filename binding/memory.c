@@ -1,4 +1,4 @@
-/* memfd, mmap/munmap exposed as external ArrayBuffers, memset, hole punching. */
+/* memfd, mmap/munmap exposed as external ArrayBuffers, guarded memset, hole punching. */
 #include "nv.h"
 
 #include <errno.h>
@@ -221,7 +221,8 @@ static napi_value munmap_js(napi_env env, napi_callback_info info) {
   return nv_undefined(env);
 }
 
-/* fillMemory(ab, offset, length, byte): void */
+/* fillMemory(ab, offset, length, byte): 0, or EFAULT / EIO when a page of the
+ * range could not be had (guard.c) */
 static napi_value fill_memory(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   uint8_t *data;
@@ -233,8 +234,7 @@ static napi_value fill_memory(napi_env env, napi_callback_info info) {
   if (!nv_get_int(env, argv[2], "length", 0, NV_MAX_SAFE_INT, &len)) return NULL;
   if (!nv_get_int(env, argv[3], "byte", 0, 255, &byte)) return NULL;
   if (!nv_check_range(env, off, len, size)) return NULL;
-  if (len > 0) memset(data + off, (int)byte, (size_t)len);
-  return nv_undefined(env);
+  return nv_number(env, nv_guarded_memset(data + off, (int)byte, (size_t)len));
 }
 
 /* fallocatePunchHole(fd, offset, length): void */

@@ -5,6 +5,7 @@
  *   util.c    errors and argument conversion
  *   socket.c  AF_UNIX sockets, SCM_RIGHTS message I/O
  *   memory.c  memfd, mmap/munmap as external ArrayBuffers, fill, hole punching
+ *   guard.c   copies and fills that survive a SIGBUS (a truncated file mapping)
  *   fd.c      close, eventfd, ioctl, fd counting
  *   poll.c    libuv uv_poll_t based fd watcher ("Poller")
  *   notify.c  sd_notify datagrams, sockets passed by socket activation
@@ -96,6 +97,11 @@ bool nv_init_notify(napi_env env, napi_value exports);
 bool nv_init_numa(napi_env env, napi_value exports);
 bool nv_init_vfio(napi_env env, napi_value exports);
 bool nv_init_pidfd(napi_env env, napi_value exports);
+bool nv_init_guard(napi_env env, napi_value exports);
+
+/* memset under the SIGBUS guard (guard.c): 0, or EFAULT / EIO when a page of
+ * [dst, dst + n) could not be had. */
+int nv_guarded_memset(void *dst, int byte, size_t n);
 
 bool nv_define_constant(napi_env env, napi_value exports, const char *name, int64_t value);
 bool nv_define_functions(napi_env env, napi_value exports, const napi_property_descriptor *props,

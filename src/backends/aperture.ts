@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import nodePath from 'node:path';
 import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, MAX_MAPPING_LENGTH, native } from '../native/native.js';
+import { checkDevMemRange, devMemCacheable } from './dev-mem.js';
 import { devMajorMinor, findDaxDevice, type DaxDevice } from './device-dax.js';
 import { FdMemory } from './fd-memory.js';
 import { sizeGuard } from './size-guard.js';
@@ -62,7 +63,12 @@ export interface Aperture {
   readonly path: string | null;
   readonly memory: MemoryBacking;
   readonly facts: BackingFacts;
-  /** Puts back the size of a file backing a client changed; the size found, or null. */
+  /**
+   * Puts back the size of a file backing a client changed, and reserves the
+   * huge pages of a huge page backing again (on its NUMA node), which a
+   * client can take by truncating or punching; the size found, or null.
+   * Throws when the pool can no longer supply them.
+   */
   restoreSize(): number | null;
   /** One-line warnings to log at start. */
   readonly warnings: readonly string[];
@@ -160,13 +166,12 @@ function openAnonymous(opts: ApertureOptions, sysfs: string): Aperture {
       // sealed, so trapped accesses can copy from a mapping: a pread/pwrite would cost more than the access
       return wrap({ kind: 'memfd', path: null, numaNode: opts.numaNode ?? null, pageSize: opts.pageSize, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, opts.pageSize));
     }
-    prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, 'anonymous memory');
+    const prepare = () => prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, 'anonymous memory');
+    prepare();
     sealSize(fd);
-    return wrap(
-      { kind: 'memfd-hugetlb', path: null, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true },
-      fd,
-      new WindowedMemory(fd, opts.base, size, huge),
-    );
+    // sealed, but a client can still punch pages out (and the pool may not give them back)
+    const memory = new WindowedMemory(fd, opts.base, size, huge, { guarded: true });
+    return wrap({ kind: 'memfd-hugetlb', path: null, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true }, fd, memory, hugePageRestore(null, memory, prepare));
   } catch (err) {
     native.closeFd(fd);
     throw err;
@@ -210,7 +215,14 @@ function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture 
       }
       if (created) fs.ftruncateSync(fd, end);
       checkFileSize(path, st.size, created, end);
-      return wrap({ kind: 'file', path, numaNode: null, pageSize: opts.pageSize, cacheable: true }, fd, new FdMemory(fd, opts.base, size));
+      // a client can truncate it: trapped accesses copy through the SIGBUS guard
+      const memory = new WindowedMemory(fd, opts.base, size, opts.pageSize, { guarded: true });
+      const restoreSize = sizeGuard(fd);
+      return wrap({ kind: 'file', path, numaNode: null, pageSize: opts.pageSize, cacheable: true }, fd, memory, () => {
+        const found = restoreSize();
+        if (found !== null) memory.forgetPopulated();
+        return found;
+      });
     }
     // hugetlbfs reports its page size as the block size
     const huge = fsInfo.bsize;
@@ -224,8 +236,10 @@ function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture 
     checkAligned(opts.base, huge, `the ${pageSizeName(huge)} huge page`);
     if (created) fs.ftruncateSync(fd, alignUp(end, huge));
     checkFileSize(path, st.size, created, end);
-    prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, path);
-    return wrap({ kind: 'hugetlbfs', path, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, huge));
+    const prepare = () => prepareHugePages(fd, opts.base, end, huge, opts.numaNode, sysfs, path);
+    prepare();
+    const memory = new WindowedMemory(fd, opts.base, size, huge, { guarded: true });
+    return wrap({ kind: 'hugetlbfs', path, numaNode: opts.numaNode ?? null, pageSize: huge, cacheable: true }, fd, memory, hugePageRestore(sizeGuard(fd), memory, prepare));
   } catch (err) {
     fs.closeSync(fd);
     if (created) fs.rmSync(path, { force: true });
@@ -258,9 +272,15 @@ function openCharDevice(path: string, fd: number, st: fs.Stats, opts: ApertureOp
     return wrap({ kind: 'device-dax', path, numaNode: dax.numaNode, pageSize: dax.align, cacheable: true }, fd, new WindowedMemory(fd, opts.base, size, dax.align));
   }
   const size = opts.size ?? DEFAULT_APERTURE_SIZE;
-  // /dev/mem gives uncached mappings of device memory on arm64 (and of non-RAM ranges on x86)
   const kind = charDeviceKind(st.rdev);
-  return wrap({ kind, path, numaNode: null, pageSize: opts.pageSize, cacheable: kind === 'dev-mem' ? false : null }, fd, new FdMemory(fd, opts.base, size));
+  if (kind === 'dev-mem') {
+    try {
+      checkDevMemRange(path, fd, opts.base, size, opts.pageSize);
+    } catch (err) {
+      throw new ApertureError((err as Error).message);
+    }
+  }
+  return wrap({ kind, path, numaNode: null, pageSize: opts.pageSize, cacheable: kind === 'dev-mem' ? devMemCacheable(opts.arch ?? process.arch) : null }, fd, new FdMemory(fd, opts.base, size));
 }
 
 /**
@@ -307,7 +327,9 @@ function prepareHugePages(fd: number, start: number, end: number, huge: number, 
     });
   } catch (err) {
     if (isSyscallError(err, 'ENOMEM') && err.syscall === 'mmap') {
-      throw new ApertureError(poolTooSmallMessage(readHugePagePool(sysfs, huge), needed));
+      // the reservation is host wide, but raising the host-wide pool would not put the pages on the node
+      const onNode = node === undefined ? null : readHugePagePool(sysfs, huge, node);
+      throw new ApertureError(poolTooSmallMessage(onNode !== null && onNode.free < needed ? onNode : readHugePagePool(sysfs, huge), needed));
     }
     throw err;
   }
@@ -322,10 +344,25 @@ function sealSize(fd: number): void {
   native.memfdAddSeals(fd, native.F_SEAL_SHRINK | native.F_SEAL_GROW | native.F_SEAL_SEAL);
 }
 
-function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory): Aperture {
+/**
+ * After a client: the size of a hugetlbfs file back (when it has one), then
+ * its huge pages reserved again, and placed again on the NUMA node. A client
+ * that truncated the file or punched pages out of it took their reservation
+ * (and placement) with them; without this the next tenant's faults, or the
+ * scrub's, would take pages from whatever the pool holds then, or fail. A
+ * pool that can no longer supply them is an error here (the scrub retries).
+ */
+function hugePageRestore(restoreSize: (() => number | null) | null, memory: WindowedMemory, prepare: () => void): () => number | null {
+  return () => {
+    const found = restoreSize?.() ?? null;
+    prepare();
+    if (found !== null) memory.forgetPopulated();
+    return found;
+  };
+}
+
+function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory, restoreSize: () => number | null = () => null): Aperture {
   let open = true;
-  // files a client can resize get their size back when it leaves; memfds are sealed, devices have none
-  const restoreSize = facts.kind === 'file' || facts.kind === 'hugetlbfs' ? sizeGuard(fd) : () => null;
   return {
     kind: facts.kind,
     path: facts.path,

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { charDeviceKind, DEFAULT_APERTURE_SIZE, HUGETLBFS_MAGIC, type ApertureOptions, type BackingFacts } from './aperture.js';
 import { native } from '../native/native.js';
+import { devMemCacheable } from './dev-mem.js';
 import { findDaxDevice } from './device-dax.js';
 import { SYSFS_ROOT } from './sysfs.js';
 
@@ -44,7 +45,7 @@ export function previewBacking(opts: Omit<ApertureOptions, 'pageSize'> & { pageS
       };
     }
     const kind = charDeviceKind(st.rdev);
-    return { facts: { kind, path: p, numaNode: null, pageSize: page, cacheable: kind === 'dev-mem' ? false : null }, exists: true, size };
+    return { facts: { kind, path: p, numaNode: null, pageSize: page, cacheable: kind === 'dev-mem' ? devMemCacheable(opts.arch ?? process.arch) : null }, exists: true, size };
   }
   let fsType = 0;
   let bsize = page;

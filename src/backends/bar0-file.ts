@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import { nextPowerOfTwo } from '../device/bar-registers.js';
 import type { Bar0Source } from './bar0-source.js';
-import { FdMemory } from './fd-memory.js';
+import { native } from '../native/native.js';
 import { MmioMemory } from './mmio-memory.js';
 import { sizeGuard } from './size-guard.js';
+import { WindowedMemory } from './windowed-memory.js';
 
 const SYSFS_MAGIC = 0x62656572;
 
@@ -28,10 +29,10 @@ export function openFileBar0(path: string): Bar0Source {
     if (!st.isFile()) throw new Error(`BAR0 file ${path} is not a regular file`);
     if (st.size === 0) throw new Error(`BAR0 file ${path} is empty`);
     // A sysfs resource file cannot be resized, but can only be mapped. Any other
-    // file is read with pread: a client could truncate it, and a mapping of ours
-    // would then fault (SIGBUS) on the next trapped access.
+    // file a client can truncate: it is copied through the SIGBUS guard, so a
+    // trapped access to bytes it cut off gets an error instead of ending us.
     const sysfs = fs.statfsSync(path).type === SYSFS_MAGIC;
-    const memory = sysfs ? new MmioMemory(fd, 0, st.size) : new FdMemory(fd, 0, st.size);
+    const memory = sysfs ? new MmioMemory(fd, 0, st.size) : new WindowedMemory(fd, 0, st.size, native.pageSize(), { guarded: true });
     let open = true;
     return {
       kind: 'file',
@@ -43,6 +44,7 @@ export function openFileBar0(path: string): Bar0Source {
       close() {
         if (open) {
           if (memory instanceof MmioMemory) memory.unmap();
+          else memory.close();
           fs.closeSync(fd);
         }
         open = false;

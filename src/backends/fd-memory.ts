@@ -4,7 +4,8 @@ import type { MemoryBacking } from '../device/memory-bar.js';
 /**
  * Memory reached through a file descriptor with pread/pwrite: the trapped path
  * of a BAR whose bulk the client maps from the same fd, so both views share the
- * page cache (or the device memory) and always agree.
+ * page cache (or the device memory) and always agree. Used for character
+ * devices (/dev/mem and the like); files go through a guarded WindowedMemory.
  */
 export class FdMemory implements MemoryBacking {
   constructor(

@@ -1,4 +1,5 @@
 import { native } from '../native/native.js';
+import { mappingFault } from './windowed-memory.js';
 
 /**
  * Bytes mapped at a time when zeroing through a mapping. Each window costs a
@@ -40,7 +41,8 @@ export function zeroThroughMapping(
     const map = native.mmap(fd, mapEnd - mapStart, prot, flags, mapStart);
     try {
       const from = Math.max(offset, mapStart);
-      native.fillMemory(map, from - mapStart, Math.min(end, mapEnd) - from, 0);
+      const err = native.fillMemory(map, from - mapStart, Math.min(end, mapEnd) - from, 0);
+      if (err !== 0) throw mappingFault(err, from, Math.min(end, mapEnd) - from, 'zeroing');
     } finally {
       native.munmap(map);
     }

@@ -1,20 +1,48 @@
 import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, MAX_MAPPING_LENGTH, native } from '../native/native.js';
+import { Errno } from '../wire/constants.js';
+import { WireError } from '../wire/errors.js';
 
 const GiB = 1024 * 1024 * 1024;
 
+export interface WindowOptions {
+  /** Bytes per window (rounded down to the granularity); default 1 GiB or the largest ArrayBuffer. */
+  windowSize?: number;
+  /**
+   * Copy through the SIGBUS guard (native copyMemory): for files a client can
+   * truncate or punch pages out of, where a plain load or store would fault and
+   * end the daemon. A fault becomes an error (EFAULT) for that access only.
+   */
+  guarded?: boolean;
+}
+
 /**
- * Memory reached through the daemon's own shared mappings of an fd, for
- * backings that pread/pwrite cannot serve: device-dax (mmap only) and
- * hugetlbfs (no write(2)). The fd is mapped in windows, each created on first
- * use and kept: an aperture may be far larger than one ArrayBuffer can be
- * (4 GiB on Node 20), and most of it is never trapped.
+ * The error for an access through a mapping whose pages could not be had:
+ * EFAULT (refused, as the client's doing: a file it truncated, huge pages it
+ * punched out and the pool cannot give back) or EIO (a hardware memory error).
+ */
+export function mappingFault(errno: number, offset: number, length: number, what: string): Error {
+  const range = `[0x${offset.toString(16)}, +${length})`;
+  if (errno === Errno.EFAULT) {
+    return new WireError(Errno.EFAULT, `${what} ${range}: the memory is gone (its backing file was truncated, or its pages released)`);
+  }
+  return Object.assign(new Error(`${what} ${range}: hardware memory error`), { errno, code: errno === Errno.EIO ? 'EIO' : `errno ${errno}` });
+}
+
+/**
+ * Memory reached through the daemon's own shared mappings of an fd: backings
+ * that pread/pwrite cannot serve (device-dax: mmap only; hugetlbfs: no
+ * write(2)), the sealed memfds (a copy costs less than a syscall), and files a
+ * client may resize (guarded). The fd is mapped in windows, each created on
+ * first use and kept: an aperture may be far larger than one ArrayBuffer can
+ * be (4 GiB on Node 20), and most of it is never trapped.
  *
  * Windows start at fdOffset and are multiples of `mapGranularity` (the huge page
  * size or the device-dax alignment), which both kinds require of a mapping.
  */
 export class WindowedMemory implements MemoryBacking {
   readonly windowSize: number;
+  readonly guarded: boolean;
   private readonly windows: (Uint8Array | undefined)[] = [];
   private readonly buffers: ArrayBuffer[] = [];
   /** Per window, how far from its start a fill has faulted it in: later fills there go straight to memset. */
@@ -27,8 +55,10 @@ export class WindowedMemory implements MemoryBacking {
     readonly fdOffset: number,
     readonly size: number,
     readonly mapGranularity: number,
-    windowSize = Math.min(GiB, MAX_MAPPING_LENGTH),
+    opts: WindowOptions = {},
   ) {
+    const windowSize = opts.windowSize ?? Math.min(GiB, MAX_MAPPING_LENGTH);
+    this.guarded = opts.guarded ?? false;
     if (fdOffset % mapGranularity !== 0) throw new Error(`offset 0x${fdOffset.toString(16)} is not a multiple of ${mapGranularity}`);
     this.windowSize = Math.max(mapGranularity, windowSize - (windowSize % mapGranularity));
     const end = fdOffset + size;
@@ -40,9 +70,13 @@ export class WindowedMemory implements MemoryBacking {
       const w = this.window(offset);
       const at = offset % this.windowSize;
       const n = Math.min(count, w.length - at);
-      // register-sized accesses are copied by hand: a subarray view would be garbage
-      if (n <= 16) for (let i = 0; i < n; i++) dst[dstOffset + i] = w[at + i]!;
-      else dst.set(w.subarray(at, at + n), dstOffset);
+      if (this.guarded) {
+        const err = native.copyMemory(dst, dstOffset, w, at, n);
+        if (err !== 0) throw mappingFault(err, offset, n, 'read');
+      } else if (n <= 16) {
+        // register-sized accesses are copied by hand: a subarray view would be garbage
+        for (let i = 0; i < n; i++) dst[dstOffset + i] = w[at + i]!;
+      } else dst.set(w.subarray(at, at + n), dstOffset);
       offset += n;
       dstOffset += n;
       count -= n;
@@ -54,8 +88,12 @@ export class WindowedMemory implements MemoryBacking {
       const w = this.window(offset);
       const at = offset % this.windowSize;
       const n = Math.min(count, w.length - at);
-      if (n <= 16) for (let i = 0; i < n; i++) w[at + i] = src[srcOffset + i]!;
-      else w.set(src.subarray(srcOffset, srcOffset + n), at);
+      if (this.guarded) {
+        const err = native.copyMemory(w, at, src, srcOffset, n);
+        if (err !== 0) throw mappingFault(err, offset, n, 'write');
+      } else if (n <= 16) {
+        for (let i = 0; i < n; i++) w[at + i] = src[srcOffset + i]!;
+      } else w.set(src.subarray(srcOffset, srcOffset + n), at);
       offset += n;
       srcOffset += n;
       count -= n;
@@ -90,10 +128,20 @@ export class WindowedMemory implements MemoryBacking {
         }
         if (from <= faulted) this.faultedTo[index] = to;
       }
-      native.fillMemory(w, at, n, 0);
+      const err = native.fillMemory(w, at, n, 0);
+      if (err !== 0) throw mappingFault(err, offset, n, 'zeroing');
       offset += n;
       length -= n;
     }
+  }
+
+  /**
+   * Forgets which windows were faulted in: after their file was truncated and
+   * grown back the pages are new, so the next zero() populates them again
+   * instead of faulting them in one by one.
+   */
+  forgetPopulated(): void {
+    this.faultedTo.length = 0;
   }
 
   /** How many windows are mapped now. */

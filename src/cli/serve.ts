@@ -127,10 +127,17 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   const id = device.identity;
   const scrubMode = opts.scrub ?? 'never';
   const restoreSizes = () => {
+    let failed: unknown = null;
     for (const [backing, restore] of [['aperture', () => aperture.restoreSize()], ['BAR0', () => device.bar0Source?.restoreSize?.() ?? null]] as const) {
-      const found = restore();
-      if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+      // one backing that cannot be restored (huge pages the pool no longer has) leaves the other to be
+      try {
+        const found = restore();
+        if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+      } catch (err) {
+        failed ??= err;
+      }
     }
+    if (failed !== null) throw failed;
   };
   const daemon = new Daemon(device, log, {
     socketPath: opts.socket,

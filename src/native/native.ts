@@ -2,10 +2,11 @@
  * Typed loader for the nvgrace_native addon (binding/*.c).
  *
  * The addon provides only the syscalls Node lacks: AF_UNIX sockets with
- * SCM_RIGHTS fd passing, memfd/mmap, eventfd, ioctl, and an fd watcher bound to
- * Node's libuv loop. Every failed syscall throws an Error carrying
- * `.code` (errno name), `.errno` (positive errno), `.syscall` and, where a path
- * was involved, `.path`; EAGAIN on non-blocking I/O is returned as -1 instead.
+ * SCM_RIGHTS fd passing, memfd/mmap, eventfd, ioctl, an fd watcher bound to
+ * Node's libuv loop, and copies through mappings that survive a SIGBUS. Every
+ * failed syscall throws an Error carrying `.code` (errno name), `.errno`
+ * (positive errno), `.syscall` and, where a path was involved, `.path`;
+ * EAGAIN on non-blocking I/O is returned as -1 instead.
  *
  * The .node file is resolved relative to this module, which lives two levels
  * below the repository root both as src/native/native.ts (vitest) and as
@@ -152,8 +153,25 @@ export interface NativeBinding {
    * EINVAL for an ArrayBuffer that is not a live mapping from mmap().
    */
   munmap(ab: ArrayBuffer): void;
-  /** memset(byte) over [offset, offset + length); RangeError when out of bounds. */
-  fillMemory(ab: ArrayBuffer | ArrayBufferView, offset: number, length: number, byte: number): void;
+  /**
+   * memset(byte) over [offset, offset + length) under the SIGBUS guard:
+   * returns 0, or EFAULT when a page of the range could not be had (a mapped
+   * file truncated under us; huge pages the pool cannot supply) or EIO for a
+   * hardware memory error; the bytes before the fault are written. RangeError
+   * when out of bounds.
+   */
+  fillMemory(ab: ArrayBuffer | ArrayBufferView, offset: number, length: number, byte: number): number;
+  /**
+   * memmove of `count` bytes from src[srcOffset..] to dst[dstOffset..] under
+   * the SIGBUS guard: 0, or EFAULT / EIO as for fillMemory (part of the range
+   * may have been copied). Allocates nothing; RangeError when out of bounds.
+   * The guard is one SIGBUS handler per process, installed when the addon
+   * loads: it turns a fault inside the guarded ranges of the thread that
+   * armed it into this return value, and passes every other SIGBUS on to the
+   * handler installed before it (or the default action). A SIGBUS handler
+   * installed later (e.g. process.on('SIGBUS')) would replace it.
+   */
+  copyMemory(dst: ArrayBuffer | ArrayBufferView, dstOffset: number, src: ArrayBuffer | ArrayBufferView, srcOffset: number, count: number): number;
   /** fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE). */
   fallocatePunchHole(fd: number, offset: number, length: number): void;
   pageSize(): number;

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { forEachWindow, WindowedMemory } from '../../src/backends/windowed-memory.js';
 import { native } from '../../src/native/native.js';
+import { Errno } from '../../src/wire/constants.js';
+import { WireError } from '../../src/wire/errors.js';
 
 const page = native.pageSize();
 const DIST = fileURLToPath(new URL('../../dist/backends/windowed-memory.js', import.meta.url));
@@ -28,7 +30,7 @@ describe('WindowedMemory', () => {
     const fd = memfd('win-a', 16 * page);
     // memory: 5 pages and a bit from page 2 on, in windows of 2 pages
     const size = 5 * page + 100;
-    const mem = new WindowedMemory(fd, 2 * page, size, page, 2 * page);
+    const mem = new WindowedMemory(fd, 2 * page, size, page, { windowSize: 2 * page });
     expect(mem.windowSize).toBe(2 * page);
     expect(mem.mappedWindows).toBe(0);
 
@@ -63,7 +65,7 @@ describe('WindowedMemory', () => {
   it('zeroes a range across windows through the kept mappings, and again after the memory changed', () => {
     const fd = memfd('win-fill', 16 * page);
     const size = 7 * page + 100;
-    const mem = new WindowedMemory(fd, 2 * page, size, page, 2 * page);
+    const mem = new WindowedMemory(fd, 2 * page, size, page, { windowSize: 2 * page });
     fs.writeSync(fd, Buffer.alloc(16 * page, 0xee), 0, 16 * page, 0);
     const from = page + 5; // ragged at both ends, over windows 0..3
     const to = size - 3;
@@ -87,11 +89,39 @@ describe('WindowedMemory', () => {
     mem.close();
   });
 
+  it('guarded: an access to bytes the file lost is an EFAULT error, and the memory still there keeps working', () => {
+    const fd = memfd('win-trunc', 8 * page);
+    const mem = new WindowedMemory(fd, 0, 8 * page, page, { windowSize: 4 * page, guarded: true });
+    const four = Uint8Array.from([1, 2, 3, 4]);
+    const back = new Uint8Array(8);
+    mem.write(6 * page, four, 0, 4);
+    mem.read(6 * page, back, 0, 4);
+    expect([...back.subarray(0, 4)]).toEqual([1, 2, 3, 4]);
+    mem.zero(0, 8 * page);
+    fs.ftruncateSync(fd, 2 * page); // what a client holding the fd can do
+    const efault = expect.objectContaining({ errno: Errno.EFAULT, message: expect.stringMatching(/^read \[0x6000, \+4\): the memory is gone/) });
+    expect(() => mem.read(6 * page, back, 0, 4)).toThrow(efault);
+    expect(() => mem.read(6 * page, back, 0, 4)).toThrow(WireError);
+    expect(() => mem.write(3 * page, four, 0, 4)).toThrow(expect.objectContaining({ errno: Errno.EFAULT }));
+    expect(() => mem.write(2 * page - 2, four, 0, 4)).toThrow(expect.objectContaining({ errno: Errno.EFAULT })); // runs into a lost page
+    expect(() => mem.zero(0, 8 * page)).toThrow(expect.objectContaining({ errno: Errno.EFAULT, message: expect.stringMatching(/^zeroing /) }));
+    mem.write(page, four, 0, 4);
+    mem.read(page, back, 0, 4);
+    expect([...back.subarray(0, 4)]).toEqual([1, 2, 3, 4]);
+    // grown back (the daemon restores the size when the client leaves): new pages, zeros
+    fs.ftruncateSync(fd, 8 * page);
+    mem.forgetPopulated();
+    mem.zero(0, 8 * page);
+    mem.read(6 * page, back, 0, 8);
+    expect([...back]).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    mem.close();
+  });
+
   it('refuses an offset off the granularity, and rounds the window to it', () => {
     const fd = memfd('win-b', 16 * page);
     expect(() => new WindowedMemory(fd, page, page, 2 * page)).toThrow(/not a multiple/);
-    expect(new WindowedMemory(fd, 0, page, 2 * page, 5 * page).windowSize).toBe(4 * page);
-    expect(new WindowedMemory(fd, 0, page, 4 * page, page).windowSize).toBe(4 * page);
+    expect(new WindowedMemory(fd, 0, page, 2 * page, { windowSize: 5 * page }).windowSize).toBe(4 * page);
+    expect(new WindowedMemory(fd, 0, page, 4 * page, { windowSize: page }).windowSize).toBe(4 * page);
   });
 
   it('forEachWindow maps a range piece by piece and unmaps each piece', () => {
@@ -109,16 +139,16 @@ describe('WindowedMemory', () => {
     expect(b[0]).toBe(5);
   });
 
-  it('serves register-sized accesses without allocating', () => {
+  it('serves register-sized accesses without allocating, guarded or not', () => {
     // GCs while 200k trapped 4- and 8-byte accesses run in a fresh process; a control loop allocates
-    const gcs = (body: string) => {
+    const gcs = (body: string, guarded = false) => {
       const script = `
 const { WindowedMemory } = await import(${JSON.stringify(DIST)});
 const { native } = await import(${JSON.stringify(DIST.replace('backends/windowed-memory.js', 'native/native.js'))});
 const { PerformanceObserver } = await import('node:perf_hooks');
 const fd = native.memfdCreate('win-gc', 0);
 (await import('node:fs')).ftruncateSync(fd, 1 << 20);
-const mem = new WindowedMemory(fd, 0, 1 << 20, 4096, 1 << 18);
+const mem = new WindowedMemory(fd, 0, 1 << 20, 4096, { windowSize: 1 << 18, guarded: ${guarded} });
 const buf = new Uint8Array(64);
 let sink = 0;
 function loop(n) { for (let i = 0; i < n; i++) { const off = (i * 4104) % ((1 << 20) - 64); ${body} } }
@@ -134,6 +164,8 @@ setTimeout(() => { obs.disconnect(); console.log(gcs); }, 100);
       return Number(r.stdout.trim());
     };
     expect(gcs('mem.write(off, buf, 0, 4); mem.read(off, buf, 8, 8); sink += buf[8];')).toBeLessThanOrEqual(1);
+    // the same through the SIGBUS guard, and a larger copy that way
+    expect(gcs('mem.write(off, buf, 0, 4); mem.read(off, buf, 8, 8); mem.read(off, buf, 0, 64); sink += buf[8];', true)).toBeLessThanOrEqual(1);
     expect(gcs('mem.read(off, buf, 0, 32); sink += buf.slice(0, 4)[0];')).toBeGreaterThan(1);
   });
 });

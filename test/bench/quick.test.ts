@@ -57,7 +57,7 @@ describe('npm run bench -- --quick', () => {
     expect(result.mode).toBe('quick');
     for (const key of ['cpu', 'cores', 'memoryGiB', 'kernel', 'node', 'gcc']) expect(result.machine[key]).toBeTruthy();
     expect(result.figures.map((f) => f.id)).toEqual([
-      'rtt-config', 'rtt-padding', 'rtt-bar2-tail', 'rtt-bar0', 'rtt-config-blocking-client', 'rtt-node-server',
+      'rtt-config', 'rtt-padding', 'rtt-bar2-tail', 'rtt-bar0', 'rtt-config-blocking-client', 'rtt-node-server', 'rtt-bar2-tail-guarded',
       'posted-write', 'write-multi', 'dma-churn',
       'startup-1g', 'startup-64g', 'startup-512g', 'rss-1g', 'rss-64g', 'rss-512g',
       'mapped-read', 'mapped-write',
@@ -83,7 +83,7 @@ describe('npm run bench -- --quick', () => {
     expect(md).toMatch(/^Machine: .+ cores/m);
     expect(md).toContain('| Figure | Unit | Daemon | Floor | Daemon / floor | Target |');
     const rows = md.split('\n').filter((l) => /^\| (Trapped|Posted|REGION|DMA|Start-up|Resident|BAR2|Scrub)/.test(l));
-    expect(rows).toHaveLength(22);
+    expect(rows).toHaveLength(23);
     for (const row of rows) expect(row.split('|')).toHaveLength(8);
   });
 
@@ -92,7 +92,7 @@ describe('npm run bench -- --quick', () => {
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
     // two bars per figure (daemon, floor); the legend's swatches are smaller
-    expect(svg.match(/<rect x="\d+(\.\d+)?" y="\d+(\.\d+)?" width="[\d.]+" height="14"/g)).toHaveLength(44);
+    expect(svg.match(/<rect x="\d+(\.\d+)?" y="\d+(\.\d+)?" width="[\d.]+" height="14"/g)).toHaveLength(46);
     // every text is escaped and every element closed
     expect(svg.match(/<text\b/g)?.length).toBe(svg.match(/<\/text>/g)?.length);
     expect(svg).not.toMatch(/<text[^>]*>[^<]*[<>&](?!amp;|lt;|gt;)[^<]*<\/text>/);

@@ -40,7 +40,7 @@ export interface NodeInitramfsOptions {
   node?: { binary: string; libraries: { guestPath: string; hostPath: string }[]; files?: { guestPath: string; hostPath: string }[] };
   /** A built tree of the project (dist/, the native addon, node_modules); default this checkout. */
   projectDir?: string;
-  /** Files of this checkout to carry as well (repository-relative); default the nested test's l1-check. */
+  /** Files of this checkout to carry as well (repository-relative); default the x86 guest checks. */
   checkoutFiles?: string[];
 }
 
@@ -151,6 +151,9 @@ export function externalizedBuiltins(libnode: string, resolve: (guestPath: strin
   return out;
 }
 
+/** The guest-side checks of the x86 Node guests (nested pass-through, kernel memory). */
+const DEFAULT_CHECKOUT_FILES = ['test/vfio/l1-check.mjs', 'test/guest/kernel-mem-check.mjs', 'test/guest/kernel-mem-mistakes.mjs'];
+
 /** The host's own node and its libraries (what an x86_64 guest runs). */
 function hostNode(): NonNullable<NodeInitramfsOptions['node']> {
   const binary = realpathSync(process.execPath);
@@ -219,7 +222,7 @@ export function buildNodeInitramfs(o: NodeInitramfsOptions): NodeInitramfs {
   for (const f of ['package.json', 'bin/nvgrace-vfio-user.js', 'build/Release/nvgrace_native.node']) {
     addFile(`${project}/${f}`, join(built, f));
   }
-  for (const f of o.checkoutFiles ?? ['test/vfio/l1-check.mjs']) addFile(`${project}/${f}`, join(REPO_DIR, f));
+  for (const f of o.checkoutFiles ?? DEFAULT_CHECKOUT_FILES) addFile(`${project}/${f}`, join(REPO_DIR, f));
   for (const f of filesUnder(join(built, 'dist'))) if (!f.endsWith('.map')) addFile(`${project}/${relative(built, f)}`, f);
   for (const pkg of productionPackages(built)) {
     for (const f of filesUnder(pkg)) addFile(`${project}/${relative(built, f)}`, f);

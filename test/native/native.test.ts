@@ -40,6 +40,7 @@ const functions = [
   'eventfdWrite',
   'eventfdRead',
   'fillMemory',
+  'copyMemory',
   'fallocatePunchHole',
   'fdCount',
   'ioctl',
