@@ -225,6 +225,20 @@ static napi_value socket_pair(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* The fd, offset and length arguments (0, 2, 3) that recvMsg and sendMsg share. */
+static bool get_fd_range(napi_env env, napi_value *argv, int *fd, int64_t *off, int64_t *len, int64_t min_len) {
+  return nv_get_fd(env, argv[0], "fd", fd) &&
+         nv_get_int(env, argv[2], "offset", 0, NV_MAX_SAFE_INT, off) &&
+         nv_get_int(env, argv[3], "length", min_len, NV_MAX_SAFE_INT, len);
+}
+
+/* A message of the one buffer iov points at, and no control data yet. */
+static void one_buffer_msg(struct msghdr *msg, struct iovec *iov) {
+  memset(msg, 0, sizeof *msg);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+}
+
 /* recvMsg(fd, buf, offset, length, fdsOut: Int32Array): number
  * Hot path: no JS allocations on success. fdsOut[0] = number of fds received
  * (stored in fdsOut[1..]), or -1 if fds were lost (control data truncated or
@@ -237,10 +251,8 @@ static napi_value recv_msg(napi_env env, napi_callback_info info) {
   uint8_t *data;
   size_t size;
   if (!nv_args(env, info, 5, argv, NULL, NULL)) return NULL;
-  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (!get_fd_range(env, argv, &fd, &off, &len, 1)) return NULL;
   if (!nv_get_bytes(env, argv[1], "buf", &data, &size)) return NULL;
-  if (!nv_get_int(env, argv[2], "offset", 0, NV_MAX_SAFE_INT, &off)) return NULL;
-  if (!nv_get_int(env, argv[3], "length", 1, NV_MAX_SAFE_INT, &len)) return NULL;
   if (!nv_check_range(env, off, len, size)) return NULL;
 
   bool is_ta = false;
@@ -257,9 +269,7 @@ static napi_value recv_msg(napi_env env, napi_callback_info info) {
   nv_cmsg_buf ctl;
   struct iovec iov = {.iov_base = data + off, .iov_len = (size_t)len};
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  one_buffer_msg(&msg, &iov);
   msg.msg_control = ctl.buf;
   msg.msg_controllen = sizeof ctl.buf;
 
@@ -310,9 +320,7 @@ static napi_value send_msg(napi_env env, napi_callback_info info) {
   uint8_t *data;
   size_t size;
   if (!nv_args(env, info, 5, argv, NULL, NULL)) return NULL;
-  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
-  if (!nv_get_int(env, argv[2], "offset", 0, NV_MAX_SAFE_INT, &off)) return NULL;
-  if (!nv_get_int(env, argv[3], "length", 0, NV_MAX_SAFE_INT, &len)) return NULL;
+  if (!get_fd_range(env, argv, &fd, &off, &len, 0)) return NULL;
 
   /* Read fds before taking buf's data pointer: array element access can run
    * JS (accessors), which could detach or unmap buf. */
@@ -340,9 +348,7 @@ static napi_value send_msg(napi_env env, napi_callback_info info) {
   nv_cmsg_buf ctl;
   struct iovec iov = {.iov_base = data + off, .iov_len = (size_t)len};
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  one_buffer_msg(&msg, &iov);
   if (nfds > 0) {
     memset(&ctl, 0, sizeof ctl);
     msg.msg_control = ctl.buf;
@@ -372,5 +378,7 @@ bool nv_init_socket(napi_env env, napi_value exports) {
       NV_FN("socketPair", socket_pair), NV_FN("recvMsg", recv_msg),
       NV_FN("sendMsg", send_msg),
   };
-  return nv_define_functions(env, exports, props, sizeof props / sizeof props[0]);
+  /* the TypeScript side checks its Limits.MAX_MSG_FDS against this */
+  return nv_define_functions(env, exports, props, sizeof props / sizeof props[0]) &&
+         nv_define_constant(env, exports, "MAX_FDS", NV_MAX_FDS);
 }

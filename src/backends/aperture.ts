@@ -1,10 +1,12 @@
 import fs from 'node:fs';
 import nodePath from 'node:path';
+import { alignUp } from '../common/arith.js';
 import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, MAX_MAPPING_LENGTH, native } from '../native/native.js';
 import { checkDevMemRange, devMemCacheable } from './dev-mem.js';
 import { devMajorMinor, findDaxDevice, type DaxDevice } from './device-dax.js';
 import { FdMemory } from './fd-memory.js';
+import { serviceDropInHint } from './service-hint.js';
 import { sizeGuard } from './size-guard.js';
 import { pageSizeName, poolTooSmallMessage, readHugePagePool } from './hugepages.js';
 import { bindToNode, checkNumaNode, nodeFreeBytes, pagesOffNode } from './numa.js';
@@ -186,6 +188,10 @@ function openPath(path: string, opts: ApertureOptions, sysfs: string): Aperture 
     fd = fs.openSync(path, fs.constants.O_RDWR);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EPERM' || code === 'EACCES') {
+      const hint = deviceRefusedHint(path, err);
+      if (hint !== null) throw new ApertureError(`cannot open aperture ${path}: ${(err as Error).message}; ${hint}`);
+    }
     if (code !== 'ENOENT') throw new ApertureError(`cannot open aperture ${path}: ${(err as Error).message}`);
     if (isDeviceNodePath(path)) {
       // creating it would put a RAM file where a device was meant (e.g. /dev/mem on a kernel without CONFIG_DEVMEM)
@@ -380,6 +386,21 @@ function wrap(facts: BackingFacts, fd: number, memory: FdMemory | WindowedMemory
 }
 
 /** A path in /dev that names a device, not a file on one of its memory filesystems. */
+/** What a refused device node needs, or null for anything but a character device. */
+function deviceRefusedHint(path: string, err: unknown): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(path);
+  } catch {
+    return null;
+  }
+  if (!st.isCharacterDevice()) return null;
+  if (charDeviceKind(st.rdev) === 'dev-mem') {
+    return serviceDropInHint(err, 'devmem.conf', 'CapabilityBoundingSet=CAP_SYS_RAWIO, DeviceAllow=/dev/mem rw') ?? 'opening /dev/mem needs root with CAP_SYS_RAWIO';
+  }
+  return process.env['INVOCATION_ID'] !== undefined ? `the service's device policy refuses it: add a drop-in with DeviceAllow=${path} rw` : null;
+}
+
 function isDeviceNodePath(p: string): boolean {
   const abs = nodePath.resolve(p);
   return abs.startsWith('/dev/') && !abs.startsWith('/dev/shm/') && !abs.startsWith('/dev/hugepages/');
@@ -393,11 +414,6 @@ function checkFileSize(path: string, size: number, created: boolean, end: number
 
 function checkAligned(base: number, align: number, what: string): void {
   if (base % align !== 0) throw new ApertureError(`aperture base 0x${base.toString(16)} is not aligned to ${what}`);
-}
-
-function alignUp(value: number, align: number): number {
-  const r = value % align;
-  return r === 0 ? value : value + align - r;
 }
 
 function mib(bytes: number): string {

@@ -1,5 +1,5 @@
 import { native } from '../native/native.js';
-import type { Bar0Source } from './bar0-source.js';
+import type { Bar0Source } from '../device/bar0-source.js';
 import { READINESS_REGISTERS, READY_VALUE } from '../device/readiness.js';
 import { sealedMemfd } from './sealed-memfd.js';
 import { WindowedMemory } from './windowed-memory.js';

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
-import type { Bar0Source } from './bar0-source.js';
+import { nextPowerOfTwo } from '../common/arith.js';
+import type { Bar0Source } from '../device/bar0-source.js';
+import { serviceDropInHint } from './service-hint.js';
 import { native } from '../native/native.js';
 import { MmioMemory } from './mmio-memory.js';
 import { sizeGuard } from './size-guard.js';
@@ -22,7 +23,8 @@ export function openFileBar0(path: string): Bar0Source {
   try {
     fd = fs.openSync(path, fs.constants.O_RDWR);
   } catch (err) {
-    throw new Error(`cannot open BAR0 file ${path}: ${(err as Error).message}`);
+    const hint = path.startsWith('/sys/') ? serviceDropInHint(err, 'vfio.conf', 'ReadWritePaths=/sys/devices') : null;
+    throw new Error(`cannot open BAR0 file ${path}: ${(err as Error).message}${hint === null ? '' : `; ${hint}`}`);
   }
   try {
     const st = fs.fstatSync(fd);

@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Bar0Source } from './bar0-source.js';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
+import type { Bar0Source } from '../device/bar0-source.js';
+import { nextPowerOfTwo } from '../common/arith.js';
 import { MIN_FILE_BAR0_SIZE } from './bar0-file.js';
 import { MmioMemory } from './mmio-memory.js';
+import { serviceDropInHint } from './service-hint.js';
 import { parseBdf, pciDeviceDir, SYSTEM_PATHS, type HostPaths } from './vfio/pci-address.js';
 
 /**
@@ -13,6 +14,12 @@ import { parseBdf, pciDeviceDir, SYSTEM_PATHS, type HostPaths } from './vfio/pci
  * function, so nothing maps client memory for its DMA or forwards its
  * interrupts; config space stays the daemon's emulated one.
  */
+/** A resourceN and `enable` are written through /sys, which the shipped unit mounts read-only. */
+function sysfsHint(err: unknown): string {
+  const hint = serviceDropInHint(err, 'vfio.conf', 'ReadWritePaths=/sys/devices');
+  return hint === null ? '' : `; ${hint}`;
+}
+
 export function openSysfsBar0(target: string, paths: HostPaths = SYSTEM_PATHS): Bar0Source {
   const bdf = parseBdf(target);
   if (!bdf) throw new Error(`"${target}" is not a PCI address like 0000:01:00.0`);
@@ -33,9 +40,19 @@ export function openSysfsBar0(target: string, paths: HostPaths = SYSTEM_PATHS): 
   try {
     if (fs.readFileSync(path.join(dir, 'enable'), 'utf8').trim() === '0') fs.writeFileSync(path.join(dir, 'enable'), '1');
   } catch (err) {
-    throw new Error(`cannot enable ${bdf} (${path.join(dir, 'enable')}): ${(err as Error).message}`);
+    // the kernel lets only CAP_SYS_ADMIN write `enable`; the shipped unit gives no capabilities
+    const hint =
+      (err as NodeJS.ErrnoException).code === 'EPERM'
+        ? `; writing it needs CAP_SYS_ADMIN${process.env['INVOCATION_ID'] !== undefined ? ', which the service does not have' : ''}: enable the device before the daemon starts (echo 1 > ${path.join(dir, 'enable')} as root)`
+        : sysfsHint(err);
+    throw new Error(`cannot enable ${bdf} (${path.join(dir, 'enable')}): ${(err as Error).message}${hint}`);
   }
-  const fd = fs.openSync(resource, fs.constants.O_RDWR);
+  let fd: number;
+  try {
+    fd = fs.openSync(resource, fs.constants.O_RDWR);
+  } catch (err) {
+    throw new Error(`cannot open ${resource}: ${(err as Error).message}${sysfsHint(err)}`);
+  }
   try {
     const size = fs.fstatSync(fd).size;
     if (size === 0) throw new Error(`${resource} is empty`);

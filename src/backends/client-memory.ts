@@ -3,7 +3,7 @@ import type { DmaFileOps } from '../device/dma-maps.js';
 import type { EventSink } from '../device/interrupts.js';
 import { native, type Poller } from '../native/native.js';
 import { Errno } from '../wire/constants.js';
-import { WireError } from '../wire/errors.js';
+import { DeviceError } from '../device/errors.js';
 
 /** File operations on the memory fds a client shares with DMA_MAP. */
 export const dmaFileOps: DmaFileOps = {
@@ -12,11 +12,11 @@ export const dmaFileOps: DmaFileOps = {
     try {
       st = fs.fstatSync(fd);
     } catch {
-      throw new WireError(Errno.EBADF, 'DMA_MAP: fd cannot be inspected');
+      throw new DeviceError(Errno.EBADF, 'DMA_MAP: fd cannot be inspected');
     }
-    if (!st.isFile()) throw new WireError(Errno.EINVAL, 'DMA_MAP: fd is not a memory file');
+    if (!st.isFile()) throw new DeviceError(Errno.EINVAL, 'DMA_MAP: fd is not a memory file');
     if (offset + size > st.size) {
-      throw new WireError(Errno.EINVAL, `DMA_MAP: [${offset}, +${size}) beyond the file's ${st.size} bytes`);
+      throw new DeviceError(Errno.EINVAL, `DMA_MAP: [${offset}, +${size}) beyond the file's ${st.size} bytes`);
     }
   },
   map(fd, offset, size, writable) {
@@ -38,10 +38,10 @@ export const eventfdSink: EventSink = {
     try {
       target = fs.readlinkSync(`/proc/self/fd/${fd}`);
     } catch {
-      throw new WireError(Errno.EBADF, 'SET_IRQS: fd cannot be inspected');
+      throw new DeviceError(Errno.EBADF, 'SET_IRQS: fd cannot be inspected');
     }
     // Anything else (a pipe, a FIFO, a file) could block or be written into.
-    if (target !== 'anon_inode:[eventfd]') throw new WireError(Errno.EINVAL, `SET_IRQS: fd is not an eventfd (${target})`);
+    if (target !== 'anon_inode:[eventfd]') throw new DeviceError(Errno.EINVAL, `SET_IRQS: fd is not an eventfd (${target})`);
   },
   signal(fd) {
     // A full counter (-1) already wakes the reader: the interrupt is not lost.

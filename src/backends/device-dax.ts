@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { TWO_32 } from '../common/arith.js';
 import { readIntAttr, sysPath } from './sysfs.js';
 
 /** What sysfs says about a device-dax node such as /dev/dax0.0. */
@@ -17,8 +18,8 @@ export interface DaxDevice {
 
 /** Major and minor of a Linux dev_t as glibc encodes it. */
 export function devMajorMinor(rdev: number): [number, number] {
-  const hi = Math.floor(rdev / 2 ** 32);
-  const lo = rdev % 2 ** 32;
+  const hi = Math.floor(rdev / TWO_32);
+  const lo = rdev % TWO_32;
   const major = ((lo >>> 8) & 0xfff) | ((hi & 0xfffff000) >>> 0);
   const minor = (lo & 0xff) | ((lo >>> 12) & 0xfff00);
   return [major, minor];

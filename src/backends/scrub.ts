@@ -1,15 +1,9 @@
+import type { ScrubProgress } from '../device/memory-scrub.js';
 import { native } from '../native/native.js';
 import type { Aperture } from './aperture.js';
 import { zeroThroughMapping } from './scrub-primitive.js';
 import { WindowedMemory } from './windowed-memory.js';
 
-export type ScrubMode = 'never' | 'on-release' | 'on-start';
-export const SCRUB_MODES: readonly ScrubMode[] = ['never', 'on-release', 'on-start'];
-
-export interface ScrubProgress {
-  done: number;
-  total: number;
-}
 
 /** Bytes zeroed per step: big enough to run at memory speed, small enough to keep the loop responsive. */
 const WINDOW = 256 * 1024 * 1024;

@@ -1,7 +1,7 @@
+import { DeviceError } from '../device/errors.js';
 import type { MemoryBacking } from '../device/memory-bar.js';
 import { isSyscallError, MAX_MAPPING_LENGTH, native } from '../native/native.js';
 import { Errno } from '../wire/constants.js';
-import { WireError } from '../wire/errors.js';
 
 const GiB = 1024 * 1024 * 1024;
 
@@ -24,7 +24,7 @@ export interface WindowOptions {
 export function mappingFault(errno: number, offset: number, length: number, what: string): Error {
   const range = `[0x${offset.toString(16)}, +${length})`;
   if (errno === Errno.EFAULT) {
-    return new WireError(Errno.EFAULT, `${what} ${range}: the memory is gone (its backing file was truncated, or its pages released)`);
+    return new DeviceError(Errno.EFAULT, `${what} ${range}: the memory is gone (its backing file was truncated, or its pages released)`);
   }
   return Object.assign(new Error(`${what} ${range}: hardware memory error`), { errno, code: errno === Errno.EIO ? 'EIO' : `errno ${errno}` });
 }

@@ -1,12 +1,13 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { parseBar0Spec } from '../backends/bar0-source.js';
 import { inspect } from './inspect.js';
-import { parseAddress, parseCount, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
+import { parseAddress, parseBar0Spec, parseCount, parseGid, parseHugePages, parseMode, parseNumaNode, parsePciId, parseSeconds, parseSize, parseUid } from './parse.js';
 import { READY_WAIT_MODES } from '../device/readiness.js';
-import { SCRUB_MODES } from '../backends/scrub.js';
-import { LAYOUT_NAMES, LayoutError, planLayout } from '../device/layout.js';
-import { serve } from './serve.js';
-import { apertureSize } from './aperture-size.js';
+import { SCRUB_MODES } from '../device/memory-scrub.js';
+import { LAYOUT_NAMES, LayoutError } from '../device/layout.js';
+import { DEFAULT_APERTURE_SIZE } from '../backends/aperture.js';
+import { DEFAULT_MAX_CLIENT_FDS } from '../server/fd-limits.js';
+import { DEFAULT_TENANT_EXIT_TIMEOUT_MS, serve, type ServeOptions } from './serve.js';
+import { deviceFlagValues } from './device-flags.js';
 import { optionsFromEnv } from './env-options.js';
 import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
 import { parseListenAddress } from '../service/metrics-http.js';
@@ -57,17 +58,24 @@ function program(out: (line: string) => void): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
     .showHelpAfterError(false);
+  const serveCmd = addServeCommand(p);
+  addInspectCommand(p, out);
+  addServiceCommands(p, serveCmd, out);
+  return p;
+}
 
-  const serveCmd = optionsFromEnv(p.command('serve'))
+/** `serve` and its flags; the exit code is left in the program's `exitCode` option. */
+function addServeCommand(p: Command): Command {
+  return optionsFromEnv(p.command('serve'))
     .description('serve the device on a UNIX socket until SIGTERM or SIGINT')
     .option('--socket <path>', 'UNIX socket to listen on (not needed when systemd passes one)')
     .option('--socket-mode <mode>', 'permissions of the socket file (octal)', parseMode, 0o600)
     .option('--socket-group <group>', 'group owning the socket file (name or gid)', parseGid)
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
-    .option('--max-client-fds <n>', 'client fds (DMA maps, eventfds) the daemon holds at once; more are refused with EMFILE (default 1024, lowered to fit RLIMIT_NOFILE)', (v: string) => parseCount(v))
-    .option('--tenant-exit-timeout <seconds>', 'a new client waits this long for the previous client\'s process to exit (it may still map the aperture), else it is refused; 0: no waiting', (v: string) => parseCount(v, 0), 10)
+    .option('--max-client-fds <n>', `client fds (DMA maps, eventfds) the daemon holds at once; more are refused with EMFILE (default ${DEFAULT_MAX_CLIENT_FDS}, lowered to fit RLIMIT_NOFILE)`, (v: string) => parseCount(v))
+    .option('--tenant-exit-timeout <seconds>', 'a new client waits this long for the previous client\'s process to exit (it may still map the aperture), else it is refused; 0: no waiting', (v: string) => parseCount(v, 0), DEFAULT_TENANT_EXIT_TIMEOUT_MS / 1000)
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
-    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two (a device-dax without it: the rest of the device)', parseSize, 96 * 2 ** 20)
+    .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two (a device-dax without it: the rest of the device)', parseSize, DEFAULT_APERTURE_SIZE)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
     .option('--aperture-path <path>', 'backing: /dev/daxX.Y, a hugetlbfs, /dev/shm or regular file, or /dev/mem (default: anonymous shared memory)')
     .option('--aperture-hugepages <size>', 'back the memory with huge pages of a size the host offers (/sys/kernel/mm/hugepages): 2M, 1G; on arm64 also 64K, 32M, 512M, 16G (anonymous memory, or a hugetlbfs file)', parseHugePages)
@@ -88,39 +96,39 @@ function program(out: (line: string) => void): Command {
     .option('--metrics-listen <[host:]port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (a bare port is loopback only)', asArgument(parseListenAddress))
     .addHelpText('after', SERVE_EXAMPLES)
     .action(async (o, cmd: Command) => {
-      const size = apertureSize(o, cmd);
+      let code: number;
       try {
-        planLayout(o.layout, size);
+        code = await serve(serveOptions(o, cmd));
       } catch (err) {
+        // a size the layout cannot split is a usage error, refused before anything is created
         if (err instanceof LayoutError) cmd.error(`error: ${err.message} (--aperture-size)`, { exitCode: 2, code: 'nvgrace.layout' });
         throw err;
       }
-      const listenFd = listenFdOrUsageError(cmd, o.socket);
-      p.setOptionValue('exitCode', await serve({
-        socket: o.socket,
-        listenFd: listenFd ?? undefined,
-        metricsListen: o.metricsListen,
-        socketMode: o.socketMode,
-        socketGroup: o.socketGroup,
-        allowUids: o.allowUid,
-        scrub: o.scrub,
-        maxClientFds: o.maxClientFds,
-        tenantExitTimeoutMs: o.tenantExitTimeout * 1000,
-        apertureSize: size,
-        apertureBase: o.apertureBase,
-        aperturePath: o.aperturePath,
-        apertureHugePages: o.apertureHugepages,
-        apertureNumaNode: o.apertureNumaNode,
-        bar0: typeof o.bar0 === 'string' ? parseBar0Spec(o.bar0) : o.bar0,
-        layout: o.layout,
-        vendorId: o.vendorId,
-        deviceId: o.deviceId,
-        logLevel: o.logLevel,
-        readyWait: o.readyWait,
-        readyTimeoutMs: o.readyTimeout * 1000,
-      }));
+      p.setOptionValue('exitCode', code);
     });
+}
 
+/** The parsed flags of `serve` as the daemon takes them. */
+function serveOptions(o: Record<string, any>, cmd: Command): ServeOptions {
+  const listenFd = listenFdOrUsageError(cmd, o['socket']);
+  return {
+    socket: o['socket'],
+    listenFd: listenFd ?? undefined,
+    metricsListen: o['metricsListen'],
+    socketMode: o['socketMode'],
+    socketGroup: o['socketGroup'],
+    allowUids: o['allowUid'],
+    scrub: o['scrub'],
+    maxClientFds: o['maxClientFds'],
+    tenantExitTimeoutMs: o['tenantExitTimeout'] * 1000,
+    ...deviceFlagValues(o, cmd),
+    logLevel: o['logLevel'],
+    readyWait: o['readyWait'],
+    readyTimeoutMs: o['readyTimeout'] * 1000,
+  };
+}
+
+function addInspectCommand(p: Command, out: (line: string) => void): void {
   p.command('inspect')
     .description('connect to a running daemon as a vfio-user client and print its device')
     .requiredOption('--socket <path>', 'the daemon\'s UNIX socket')
@@ -128,8 +136,6 @@ function program(out: (line: string) => void): Command {
     .action(async (o) => {
       p.setOptionValue('exitCode', await inspect(o.socket, out));
     });
-  addServiceCommands(p, serveCmd, out);
-  return p;
 }
 
 export async function main(argv: string[], out: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {

@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import { InvalidArgumentError } from 'commander';
+import type { Bar0Spec } from '../backends/bar0-spec.js';
 import { parseHugePageSize } from '../backends/hugepages.js';
+import { parseBdf } from '../backends/vfio/pci-address.js';
 
 const UNITS: Record<string, number> = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
 
@@ -96,4 +98,19 @@ export function parseHugePages(text: string): number {
 export function parseNumaNode(text: string): number {
   if (!/^\d{1,4}$/.test(text)) throw new InvalidArgumentError(`"${text}" is not a NUMA node number`);
   return Number(text);
+}
+
+/** --bar0: "emulated", "file:PATH", "sysfs:BDF" or "vfio:BDF|/dev/vfio/devices/vfioN". */
+export function parseBar0Spec(text: string): Bar0Spec {
+  if (text === 'emulated') return { kind: 'emulated' };
+  const colon = text.indexOf(':');
+  const kind = colon > 0 ? text.slice(0, colon) : '';
+  const rest = text.slice(colon + 1);
+  if (rest.length > 0) {
+    if (kind === 'file') return { kind: 'file', path: rest };
+    const bdf = parseBdf(rest);
+    if (kind === 'sysfs' && bdf) return { kind: 'sysfs', bdf };
+    if (kind === 'vfio' && (bdf || rest.startsWith('/'))) return { kind: 'vfio', target: bdf ?? rest };
+  }
+  throw new Error(`--bar0 must be "emulated", "file:PATH", "sysfs:BDF" or "vfio:BDF|/dev/vfio/devices/vfioN" (BDF as 0000:01:00.0), not "${text}"`);
 }

@@ -1,13 +1,15 @@
 import { openAperture, type Aperture } from '../backends/aperture.js';
-import type { Bar0Spec } from '../backends/bar0-source.js';
+import { reopenForClient } from '../backends/client-fd.js';
 import { dmaFileOps, eventfdSink } from '../backends/client-memory.js';
-import { scrubAperture, type ScrubMode } from '../backends/scrub.js';
+import { scrubAperture } from '../backends/scrub.js';
 import { GpuDevice } from '../device/gpu-device.js';
-import { deviceIdMismatch, LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
+import type { ScrubMode } from '../device/memory-scrub.js';
+import { deviceIdMismatch, LAYOUTS, planLayout } from '../device/layout.js';
 import type { PciFunction } from '../device/pci-function.js';
 import type { ReadyWaitMode } from '../device/readiness.js';
 import { createLogger } from '../log.js';
 import { native } from '../native/native.js';
+import type { DeviceFlags } from '../orchestration/description.js';
 import { Daemon } from '../server/daemon.js';
 import { clientFdLimit } from '../server/fd-limits.js';
 import type { ConnectionLimits } from '../transport/connection.js';
@@ -21,7 +23,8 @@ import type { Logger } from 'pino';
 import { openPciFunction } from './open-function.js';
 import { formatSize, hex } from './parse.js';
 
-export interface ServeOptions {
+/** The device flags (what the device is made of), and how to serve it. */
+export interface ServeOptions extends DeviceFlags {
   /** Socket file to create; unused when listenFd is given. */
   socket?: string | undefined;
   /** A listening socket passed by socket activation. */
@@ -39,22 +42,8 @@ export interface ServeOptions {
   tenantExitTimeoutMs?: number;
   /** Framing limits and stall timeouts of client connections (tests make them small). */
   limits?: ConnectionLimits;
-  /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
-  apertureSize?: number | undefined;
-  apertureBase: number;
-  aperturePath?: string | undefined;
-  /** Huge page size in bytes (2 MiB or 1 GiB). */
-  apertureHugePages?: number | undefined;
-  apertureNumaNode?: number | undefined;
-  /** For tests: the CPU architecture start-up warnings are for, and where sysfs is. */
+  /** For tests: the CPU architecture start-up warnings are for. */
   arch?: string | undefined;
-  sysfsRoot?: string | undefined;
-  bar0: Bar0Spec;
-  /** Which BARs hold the memory; default `bar2`. */
-  layout?: LayoutName | undefined;
-  vendorId: number;
-  /** Default: the layout's (0x2342 for bar2 and gh, 0x2941 for gb). */
-  deviceId?: number | undefined;
   logLevel: string;
   /** Where to serve Prometheus metrics, if anywhere. */
   metricsListen?: ListenAddress | undefined;
@@ -83,15 +72,49 @@ export interface DaemonHooks {
   onReady?: () => void;
 }
 
+/** The device and what it is built on. */
+interface BuiltDevice {
+  aperture: Aperture;
+  /** What stands behind BAR0. */
+  fn: PciFunction;
+  device: GpuDevice;
+  /** Closes the function and the backing: the one way they are closed. */
+  close(): void;
+}
+
 /** Builds the device from the options and starts serving it. */
 export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Running {
   const { log = createLogger(opts.logLevel), ...daemonHooks } = hooks;
+  const built = buildDevice(opts, log);
+  const daemon = createDaemon(opts, built, log, daemonHooks);
+  const ready = listenWhenReady(daemon, built, log);
+  logDeviceReady(opts, built, log);
+  let stopped = false;
+  return {
+    daemon,
+    aperture: built.aperture,
+    labels: deviceLabels(built),
+    ready,
+    stop() {
+      if (stopped) return;
+      stopped = true;
+      daemon.stop();
+      // a scrub in progress stops at its next window; close the backing after it
+      void daemon.whenScrubbed().then(() => {
+        built.close();
+        log.info('stopped');
+      });
+    },
+  };
+}
+
+/** Opens the backing and what stands behind BAR0, and lays the device over them; on failure nothing stays open. */
+function buildDevice(opts: ServeOptions, log: Logger): BuiltDevice {
   const pageSize = native.pageSize();
   const layoutName = opts.layout ?? 'bar2';
   // before the backing is opened (or created): a size the layout cannot split is refused up front
   // (a device-dax without a size is sized from sysfs, and checked when the device is built)
   if (opts.apertureSize !== undefined) planLayout(layoutName, opts.apertureSize);
-  const deviceId = opts.deviceId ?? LAYOUTS[layoutName].defaultDeviceId;
   const aperture: Aperture = openAperture({
     size: opts.apertureSize,
     base: opts.apertureBase,
@@ -106,10 +129,9 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
   const fdCap = clientFdLimit(opts.maxClientFds);
   if (fdCap.lowered) log.warn({ maxClientFds: fdCap.limit }, 'client fd limit lowered to fit RLIMIT_NOFILE');
   let fn: PciFunction | null = null;
-  let device: GpuDevice;
   try {
-    fn = openPciFunction(opts, deviceId, pageSize, log);
-    device = new GpuDevice({
+    fn = openPciFunction(opts, opts.deviceId ?? LAYOUTS[layoutName].defaultDeviceId, pageSize, log);
+    const device = new GpuDevice({
       function: fn,
       aperture: aperture.memory,
       layout: layoutName,
@@ -118,28 +140,25 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
       dmaOps: dmaFileOps,
       maxDmaMaps: Limits.MAX_DMA_MAPS,
       maxClientFds: fdCap.limit,
+      reopenForClient,
     });
+    const opened = fn;
+    return { aperture, fn, device, close: () => closeAll(opened, aperture) };
   } catch (err) {
-    fn?.close();
-    aperture.close();
+    closeAll(fn, aperture);
     throw err;
   }
-  const id = device.identity;
-  const scrubMode = opts.scrub ?? 'never';
-  const restoreSizes = () => {
-    let failed: unknown = null;
-    for (const [backing, restore] of [['aperture', () => aperture.restoreSize()], ['BAR0', () => device.bar0Source?.restoreSize?.() ?? null]] as const) {
-      // one backing that cannot be restored (huge pages the pool no longer has) leaves the other to be
-      try {
-        const found = restore();
-        if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
-      } catch (err) {
-        failed ??= err;
-      }
-    }
-    if (failed !== null) throw failed;
-  };
-  const daemon = new Daemon(device, log, {
+}
+
+function closeAll(fn: PciFunction | null, aperture: Aperture): void {
+  fn?.close();
+  aperture.close();
+}
+
+/** The daemon serving the device, with the scrub and the checks on the backings a client leaves behind. */
+function createDaemon(opts: ServeOptions, built: BuiltDevice, log: Logger, hooks: Omit<DaemonHooks, 'log'>): Daemon {
+  const restoreSizes = () => restoreBackingSizes(built, log);
+  return new Daemon(built.device, log, {
     socketPath: opts.socket,
     listenFd: opts.listenFd,
     socketMode: opts.socketMode,
@@ -151,37 +170,65 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     // a tenant process that lives on may have resized the file since it left: zeroing
     // through a mapping past the end of a file would be a SIGBUS
     scrub: {
-      mode: scrubMode,
+      mode: opts.scrub ?? 'never',
       run: async (progress, stop) => {
         restoreSizes();
-        return scrubAperture(aperture, progress, stop);
+        return scrubAperture(built.aperture, progress, stop);
       },
     },
-    ...daemonHooks,
+    ...hooks,
   });
-  const startListening = () => {
+}
+
+/** Puts back the size of a backing file a client truncated or grew, and says so. */
+function restoreBackingSizes(built: BuiltDevice, log: Logger): void {
+  const backings = [
+    ['aperture', () => built.aperture.restoreSize()],
+    ['BAR0', () => built.device.bar0Source?.restoreSize?.() ?? null],
+  ] as const;
+  let failed: unknown = null;
+  for (const [backing, restore] of backings) {
+    // one backing that cannot be restored (huge pages the pool no longer has) leaves the other to be
+    try {
+      const found = restore();
+      if (found !== null) log.error({ backing, foundSize: found }, 'the client resized the backing file; its size is restored');
+    } catch (err) {
+      failed ??= err;
+    }
+  }
+  if (failed !== null) throw failed;
+}
+
+/**
+ * Listens once what stands behind BAR0 is ready (a passed-through GPU is reset
+ * by its host on open); the device is closed if listening fails or it never is.
+ */
+function listenWhenReady(daemon: Daemon, built: BuiltDevice, log: Logger): Promise<void> {
+  const listen = () => {
     try {
       daemon.start();
     } catch (err) {
-      fn.close();
-      aperture.close();
+      built.close();
       throw err;
     }
   };
-  // A passed-through GPU is listened for only once it is ready (its host reset it on open).
-  const waiting = fn.ready();
-  let ready: Promise<void>;
+  const waiting = built.fn.ready();
   if (waiting === null) {
-    startListening();
-    ready = Promise.resolve();
-  } else {
-    log.info({ function: fn.description }, 'waiting for the device to be ready');
-    ready = waiting.then(startListening, (err: Error) => {
-      fn.close();
-      aperture.close();
-      throw err;
-    });
+    listen();
+    return Promise.resolve();
   }
+  log.info({ function: built.fn.description }, 'waiting for the device to be ready');
+  return waiting.then(listen, (err: Error) => {
+    built.close();
+    throw err;
+  });
+}
+
+/** The start-up log line: identity, layout, the backing and every BAR. */
+function logDeviceReady(opts: ServeOptions, built: BuiltDevice, log: Logger): void {
+  const { aperture, fn, device } = built;
+  const id = device.identity;
+  const layoutName = device.memoryLayout.name;
   if (deviceIdMismatch(layoutName, id.deviceId)) {
     log.warn({ device: hex(id.deviceId, 4), layout: layoutName }, 'the device ID belongs to the other GPU family than the layout; a stock guest driver may not expect this');
   }
@@ -197,31 +244,18 @@ export function startDaemon(opts: ServeOptions, hooks: DaemonHooks = {}): Runnin
     };
   }
   log.info({ vendor: hex(id.vendorId, 4), device: hex(id.deviceId, 4), layout: layoutName, memory, ...bars }, 'device ready');
+}
 
-  let stopped = false;
+/** What metrics say about the device. */
+function deviceLabels({ aperture, device }: BuiltDevice): DeviceLabels {
+  const id = device.identity;
   return {
-    daemon,
-    aperture,
-    labels: {
-      vendorId: hex(id.vendorId, 4),
-      deviceId: hex(id.deviceId, 4),
-      layout: layoutName,
-      backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
-      memoryBytes: aperture.memory.size,
-      barBytes: device.aperture.size,
-    },
-    ready,
-    stop() {
-      if (stopped) return;
-      stopped = true;
-      daemon.stop();
-      // a scrub in progress stops at its next window; close the backing after it
-      void daemon.whenScrubbed().then(() => {
-        fn.close();
-        aperture.close();
-        log.info('stopped');
-      });
-    },
+    vendorId: hex(id.vendorId, 4),
+    deviceId: hex(id.deviceId, 4),
+    layout: device.memoryLayout.name,
+    backing: aperture.path ? `${aperture.kind}:${aperture.path}` : aperture.kind,
+    memoryBytes: aperture.memory.size,
+    barBytes: device.aperture.size,
   };
 }
 

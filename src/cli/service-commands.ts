@@ -1,5 +1,4 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { parseBar0Spec } from '../backends/bar0-source.js';
 import {
   DEFAULT_NUMA_NODES,
   MAX_NUMA_NODES,
@@ -13,7 +12,7 @@ import { ActivationError, takeListenFd } from '../service/activation.js';
 import { envName } from './env-options.js';
 import { installUnits } from './install-units.js';
 import { parseSize } from './parse.js';
-import { apertureSize } from './aperture-size.js';
+import { deviceFlagValues } from './device-flags.js';
 
 const NAME = 'nvgrace-vfio-user';
 
@@ -68,15 +67,7 @@ async function description(cmd: Command): Promise<DeviceDescription> {
   if (o['socket'] !== undefined && !fromFlags) return describeFromSocket(o['socket'], numa);
   return describeFromFlags(
     {
-      apertureSize: apertureSize(o, cmd),
-      apertureBase: o['apertureBase'],
-      aperturePath: o['aperturePath'],
-      apertureHugePages: o['apertureHugepages'],
-      apertureNumaNode: o['apertureNumaNode'],
-      bar0: typeof o['bar0'] === 'string' ? parseBar0Spec(o['bar0']) : o['bar0'],
-      layout: o['layout'],
-      vendorId: o['vendorId'],
-      deviceId: o['deviceId'],
+      ...deviceFlagValues(o, cmd),
       socket: o['socket'],
     },
     numa,

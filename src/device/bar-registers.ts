@@ -1,7 +1,6 @@
 import type { ConfigOverlay, EmulatedDword } from './config-source.js';
 import { BarFlag, Cfg } from './pci.js';
-
-const TWO_32 = 0x1_0000_0000;
+import { isPowerOfTwo, TWO_32 } from '../common/arith.js';
 
 export interface BarSpec {
   /** First BAR slot (0-5); a 64-bit BAR also uses the next one. */
@@ -38,18 +37,4 @@ export function installBars(cfg: ConfigOverlay, bars: readonly BarSpec[]): void 
     low.reset();
     high.reset();
   }
-}
-
-/** True when `size` is a power of two (works beyond 2^32, unlike bit tricks). */
-export function isPowerOfTwo(size: number): boolean {
-  if (!Number.isSafeInteger(size) || size < 1) return false;
-  return 2 ** Math.round(Math.log2(size)) === size;
-}
-
-export function nextPowerOfTwo(size: number): number {
-  if (size <= 1) return 1;
-  let p = 2 ** Math.ceil(Math.log2(size));
-  if (p < size) p *= 2; // guard against log2 rounding
-  while (p / 2 >= size) p /= 2;
-  return p;
 }

@@ -1,5 +1,5 @@
 import { DmaMapFlag, Errno } from '../wire/constants.js';
-import { WireError } from '../wire/errors.js';
+import { DeviceError } from './errors.js';
 import { FdBudget } from './fd-budget.js';
 
 /** The file operations DMA maps need, injected so the table itself stays pure. */
@@ -79,20 +79,20 @@ export class DmaMapTable {
 
   /** Adds a mapping; on success the table owns `fd`, on failure the caller still does. */
   add(address: number, size: number, flags: number, fd: number | null, fdOffset: number): DmaMapping {
-    if (flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) throw new WireError(Errno.EINVAL, `DMA_MAP: unknown flags 0x${flags.toString(16)}`);
-    if (size === 0) throw new WireError(Errno.EINVAL, 'DMA_MAP: size 0');
+    if (flags & ~(DmaMapFlag.READ | DmaMapFlag.WRITE)) throw new DeviceError(Errno.EINVAL, `DMA_MAP: unknown flags 0x${flags.toString(16)}`);
+    if (size === 0) throw new DeviceError(Errno.EINVAL, 'DMA_MAP: size 0');
     if (address % this.pageSize || size % this.pageSize) {
-      throw new WireError(Errno.EINVAL, `DMA_MAP: address/size not aligned to ${this.pageSize}`);
+      throw new DeviceError(Errno.EINVAL, `DMA_MAP: address/size not aligned to ${this.pageSize}`);
     }
-    if (!Number.isSafeInteger(address + size)) throw new WireError(Errno.EINVAL, 'DMA_MAP: range overflows');
-    if (fd === null && fdOffset !== 0) throw new WireError(Errno.EINVAL, 'DMA_MAP: offset without an fd');
-    if (fd !== null && fdOffset % this.pageSize) throw new WireError(Errno.EINVAL, 'DMA_MAP: file offset not page aligned');
-    if (this.maps.length >= this.maxMaps) throw new WireError(Errno.ENOSPC, `DMA_MAP: limit of ${this.maxMaps} maps reached`);
+    if (!Number.isSafeInteger(address + size)) throw new DeviceError(Errno.EINVAL, 'DMA_MAP: range overflows');
+    if (fd === null && fdOffset !== 0) throw new DeviceError(Errno.EINVAL, 'DMA_MAP: offset without an fd');
+    if (fd !== null && fdOffset % this.pageSize) throw new DeviceError(Errno.EINVAL, 'DMA_MAP: file offset not page aligned');
+    if (this.maps.length >= this.maxMaps) throw new DeviceError(Errno.ENOSPC, `DMA_MAP: limit of ${this.maxMaps} maps reached`);
     const at = this.insertionPoint(address);
     const before = this.maps[at - 1];
     const after = this.maps[at];
     if ((before && before.address + before.size > address) || (after && address + size > after.address)) {
-      throw new WireError(Errno.EEXIST, `DMA_MAP: [0x${address.toString(16)}, +0x${size.toString(16)}) overlaps a map`);
+      throw new DeviceError(Errno.EEXIST, `DMA_MAP: [0x${address.toString(16)}, +0x${size.toString(16)}) overlaps a map`);
     }
     if (fd !== null) {
       this.ops.check(fd, fdOffset, size);
@@ -114,7 +114,7 @@ export class DmaMapTable {
     const at = this.insertionPoint(address);
     const m = this.maps[at];
     if (!m || m.address !== address || m.size !== size) {
-      throw new WireError(Errno.ENOENT, `DMA_UNMAP: no map at [0x${address.toString(16)}, +0x${size.toString(16)})`);
+      throw new DeviceError(Errno.ENOENT, `DMA_UNMAP: no map at [0x${address.toString(16)}, +0x${size.toString(16)})`);
     }
     this.maps.splice(at, 1);
     this.drop(m);
@@ -141,10 +141,10 @@ export class DmaMapTable {
    */
   view(address: number, length: number, write: boolean): Uint8Array {
     const m = this.find(address, length);
-    if (!m) throw new WireError(Errno.EFAULT, `DMA: 0x${address.toString(16)}+${length} is not mapped`);
-    if (m.fd === null) throw new WireError(Errno.EFAULT, 'DMA: region was not shared by fd');
+    if (!m) throw new DeviceError(Errno.EFAULT, `DMA: 0x${address.toString(16)}+${length} is not mapped`);
+    if (m.fd === null) throw new DeviceError(Errno.EFAULT, 'DMA: region was not shared by fd');
     if (write ? !(m.flags & DmaMapFlag.WRITE) : !(m.flags & DmaMapFlag.READ)) {
-      throw new WireError(Errno.EACCES, 'DMA: access not permitted by map flags');
+      throw new DeviceError(Errno.EACCES, 'DMA: access not permitted by map flags');
     }
     const at = address - m.address;
     if (!m.memory || at < m.memoryOffset || at + length > m.memoryOffset + m.memory.byteLength) {
@@ -152,7 +152,7 @@ export class DmaMapTable {
       let size = m.size;
       if (m.size > this.windowSize) {
         if (length > this.windowSize - this.windowStep) {
-          throw new WireError(Errno.EINVAL, `DMA: access of ${length} bytes is larger than a window`);
+          throw new DeviceError(Errno.EINVAL, `DMA: access of ${length} bytes is larger than a window`);
         }
         start = at - (at % this.windowStep);
         size = Math.min(this.windowSize, m.size - start);

@@ -1,4 +1,4 @@
-import type { Bar0Source } from '../backends/bar0-source.js';
+import type { Bar0Source } from './bar0-source.js';
 import { IrqIndex, IrqInfoFlag, RegionIndex } from '../wire/constants.js';
 import { installBars } from './bar-registers.js';
 import { installCapabilities, type MsixLayout } from './capabilities.js';

@@ -1,5 +1,5 @@
 import { Errno } from '../wire/constants.js';
-import { WireError } from '../wire/errors.js';
+import { DeviceError } from './errors.js';
 
 /**
  * How many of the client's fds the device may hold at once (DMA map fds and
@@ -19,7 +19,7 @@ export class FdBudget {
   take(n: number, what: string): void {
     if (n <= 0) return;
     if (this.count + n > this.limit) {
-      throw new WireError(Errno.EMFILE, `${what}: the client would hold ${this.count + n} fds, limit ${this.limit}`);
+      throw new DeviceError(Errno.EMFILE, `${what}: the client would hold ${this.count + n} fds, limit ${this.limit}`);
     }
     this.count += n;
   }

@@ -1,8 +1,9 @@
-import { DeviceFlag, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../wire/constants.js';
-import type { Bar0Source } from '../backends/bar0-source.js';
+import { DeviceFlag, Errno, PCI_NUM_IRQS, PCI_NUM_REGIONS, RegionIndex } from '../wire/constants.js';
+import type { Bar0Source } from './bar0-source.js';
 import { installBars } from './bar-registers.js';
 import type { MsixLayout } from './capabilities.js';
 import { ConfigRegion } from './config-region.js';
+import { DeviceError } from './errors.js';
 import type { DeviceConfig } from './config-source.js';
 import { DmaMapTable, type DmaFileOps } from './dma-maps.js';
 import { EmulatedFunction, type DeviceIdentity } from './emulated-function.js';
@@ -28,6 +29,11 @@ interface DeviceOptions {
   maxDmaMaps: number;
   /** Client fds (DMA maps and eventfds) held at once; unlimited when absent. */
   maxClientFds?: number;
+  /**
+   * A new open file description of a region's fd for one client, or null to
+   * share the fd as it is (the default).
+   */
+  reopenForClient?: (fd: number) => number | null;
 }
 
 /** The GPU as the daemon emulates it, its registers from a BAR0 source. */
@@ -46,9 +52,6 @@ export type GpuDeviceOptions = EmulatedDeviceOptions | FunctionDeviceOptions;
 
 /** The aperture BAR's size in the `bar2` layout: the memory size rounded up to a power of two, a page at least. */
 export { memoryBarSize as apertureBarSize } from './layout.js';
-
-/** Slot of the aperture BAR in the `bar2` layout: BAR2/3, as in the original nvgrace-gpu design. */
-export const APERTURE_BAR = RegionIndex.BAR2;
 
 /** One BAR of the device, for reports (describe, qemu-args, logs). */
 export interface BarDescription {
@@ -94,6 +97,8 @@ export class GpuDevice {
   readonly interrupts: Interrupts;
   readonly dma: DmaMapTable;
   readonly clientFds: FdBudget;
+  /** See DeviceOptions.reopenForClient; the session closes what it returns. */
+  readonly reopenForClient: (fd: number) => number | null;
   private readonly regions: (Region | null)[];
 
   constructor(opts: GpuDeviceOptions) {
@@ -119,6 +124,7 @@ export class GpuDevice {
     );
 
     this.clientFds = new FdBudget(opts.maxClientFds ?? Infinity);
+    this.reopenForClient = opts.reopenForClient ?? (() => null);
     this.interrupts = new Interrupts(fn.irqKinds, opts.events, fn.irqRoute, this.clientFds);
     this.dma = new DmaMapTable(opts.dmaOps, opts.maxDmaMaps, opts.pageSize, fn.dmaObserver, this.clientFds);
   }
@@ -174,6 +180,17 @@ export class GpuDevice {
   /** The region at `index`, or null for an index the device does not implement (size 0). */
   region(index: number): Region | null {
     return this.regions[index] ?? null;
+  }
+
+  /** The region an access of `count` bytes at `offset` may go to; refuses (EINVAL) what is not there. */
+  accessible(index: number, offset: number, count: number, write: boolean): Region {
+    const r = this.regions[index];
+    if (!r) throw new DeviceError(Errno.EINVAL, `no region ${index}`);
+    if (write ? !r.writable : !r.readable) throw new DeviceError(Errno.EINVAL, `region ${index} is not ${write ? 'writable' : 'readable'}`);
+    if (offset >= r.size || count > r.size - offset) {
+      throw new DeviceError(Errno.EINVAL, `region ${index}: [0x${offset.toString(16)}, +${count}) beyond size 0x${r.size.toString(16)}`);
+    }
+    return r;
   }
 
   /**

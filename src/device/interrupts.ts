@@ -1,5 +1,5 @@
 import { Errno, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqInfoFlag, IrqSetFlag } from '../wire/constants.js';
-import { WireError } from '../wire/errors.js';
+import { DeviceError } from './errors.js';
 import type { IrqSet } from '../wire/messages.js';
 import { FdBudget } from './fd-budget.js';
 
@@ -12,7 +12,7 @@ export interface IrqKind {
 
 /** Eventfd operations, injected so the device model does no I/O of its own. */
 export interface EventSink {
-  /** Throws (WireError) unless `fd` is something signal() can use. */
+  /** Throws (DeviceError) unless `fd` is something signal() can use. */
   check(fd: number): void;
   signal(fd: number): void;
   /** Calls `onSignal` whenever the client signals `fd`; returns the way to stop. */
@@ -85,87 +85,63 @@ export class Interrupts {
   }
 
   /**
-   * Applies one SET_IRQS. Takes ownership of the fds it keeps by removing them
-   * from `fds`; whatever is left there the caller closes.
+   * Applies one SET_IRQS whose shape the parser checked (checkIrqSet). Takes
+   * ownership of the fds it keeps by removing them from `fds`; whatever is
+   * left there the caller closes. A refusal changes nothing.
    */
   set(req: IrqSet, fds: number[]): void {
     const s = this.state[req.index];
-    if (!s) throw new WireError(Errno.EINVAL, `SET_IRQS: no irq index ${req.index}`);
-    const data = req.flags & IRQ_SET_DATA_MASK;
-    const action = req.flags & IRQ_SET_ACTION_MASK;
-    if (req.flags & ~(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)) throw new WireError(Errno.EINVAL, 'SET_IRQS: unknown flags');
-    if (!isSingleBit(data) || !isSingleBit(action)) {
-      throw new WireError(Errno.EINVAL, 'SET_IRQS: exactly one data type and one action required');
-    }
-    if (req.argsz < 20) throw new WireError(Errno.EINVAL, `SET_IRQS: argsz ${req.argsz} below 20`);
-
+    if (!s) throw new DeviceError(Errno.EINVAL, `SET_IRQS: no irq index ${req.index}`);
     if (req.count === 0) {
-      // count 0 with DATA_NONE and TRIGGER disables the whole index.
-      if (data !== IrqSetFlag.DATA_NONE || action !== IrqSetFlag.ACTION_TRIGGER || req.start !== 0) {
-        throw new WireError(Errno.EINVAL, 'SET_IRQS: count 0 is only valid to disable an index');
-      }
-      if (fds.length > 0) throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent with count 0');
       this.route?.apply(req, fds);
       this.disable(s);
       return;
     }
-    if (req.start >= s.kind.count || req.count > s.kind.count - req.start) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} range ${req.start}+${req.count} beyond ${s.kind.count}`);
-    }
-    if (data === IrqSetFlag.DATA_BOOL && req.bools.length < req.count) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${req.bools.length} bools for count ${req.count}`);
-    }
-    if (data !== IrqSetFlag.DATA_EVENTFD && fds.length > 0) {
-      throw new WireError(Errno.EINVAL, 'SET_IRQS: fds sent without DATA_EVENTFD');
-    }
-    if (data === IrqSetFlag.DATA_EVENTFD && fds.length !== 0 && fds.length !== req.count) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${fds.length} eventfds for count ${req.count}`);
-    }
-    const maskable = (s.kind.flags & IrqInfoFlag.MASKABLE) !== 0;
-    if (action !== IrqSetFlag.ACTION_TRIGGER && !maskable) {
-      throw new WireError(Errno.EINVAL, `SET_IRQS: ${s.kind.name} is not maskable`);
-    }
-    if (action === IrqSetFlag.ACTION_MASK && data === IrqSetFlag.DATA_EVENTFD) {
-      throw new WireError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
-    }
-    // eventfds are checked and counted before anything changes, here or in a host driver
+    checkSupported(s.kind, req);
+    if ((req.flags & IRQ_SET_DATA_MASK) === IrqSetFlag.DATA_EVENTFD) this.attachEventfds(s, req, fds);
+    else if (this.route) this.route.apply(req, fds); // the host driver triggers, masks or unmasks its own line
+    else this.act(s, req);
+  }
+
+  /** DATA_EVENTFD: (de)assigns the trigger or unmask eventfds of the vectors. */
+  private attachEventfds(s: IrqState, req: IrqSet, fds: number[]): void {
+    const trigger = (req.flags & IRQ_SET_ACTION_MASK) === IrqSetFlag.ACTION_TRIGGER;
+    const table = trigger ? s.trigger : s.unmaskFd;
+    // checked and counted before anything changes, here or in a host driver
+    for (const fd of fds) this.sink.check(fd);
     let replaced = 0;
-    if (data === IrqSetFlag.DATA_EVENTFD) {
-      const table = action === IrqSetFlag.ACTION_TRIGGER ? s.trigger : s.unmaskFd;
-      for (const fd of fds) this.sink.check(fd);
-      for (let i = 0; i < req.count; i++) if (table[req.start + i] != null) replaced++;
-      this.fds.take(fds.length - replaced, 'SET_IRQS');
-    }
+    for (let i = 0; i < req.count; i++) if (table[req.start + i] != null) replaced++;
+    this.fds.take(fds.length - replaced, 'SET_IRQS');
     try {
       this.route?.apply(req, fds);
     } catch (err) {
-      if (data === IrqSetFlag.DATA_EVENTFD) this.fds.release(Math.max(0, fds.length - replaced));
+      this.fds.release(Math.max(0, fds.length - replaced));
       throw err;
     }
-
-    if (data === IrqSetFlag.DATA_EVENTFD) {
-      const taken = fds.splice(0, fds.length);
-      for (let i = 0; i < req.count; i++) {
-        const n = req.start + i;
-        const fd = taken.length > 0 ? taken[i]! : null;
-        if (action === IrqSetFlag.ACTION_TRIGGER) {
-          const old = s.trigger[n];
-          if (old !== null && old !== undefined) this.sink.close(old);
-          s.trigger[n] = fd;
-        } else {
-          this.dropUnmaskFd(s, n);
-          s.unmaskFd[n] = fd;
-          // A host driver watches its own unmask eventfds (VFIO's irqfd): only an emulated line needs ours.
-          if (fd !== null && !this.route) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
-        }
-      }
-      if (replaced > taken.length) this.fds.release(replaced - taken.length);
-      return;
-    }
-    if (this.route) return; // the host driver triggered, masked or unmasked its own line
-
+    const taken = fds.splice(0, fds.length);
     for (let i = 0; i < req.count; i++) {
-      if (data === IrqSetFlag.DATA_BOOL && req.bools[i] === 0) continue;
+      const n = req.start + i;
+      const fd = taken.length > 0 ? taken[i]! : null;
+      if (trigger) {
+        const old = s.trigger[n];
+        if (old !== null && old !== undefined) this.sink.close(old);
+        s.trigger[n] = fd;
+      } else {
+        this.dropUnmaskFd(s, n);
+        s.unmaskFd[n] = fd;
+        // A host driver watches its own unmask eventfds (VFIO's irqfd): only an emulated line needs ours.
+        if (fd !== null && !this.route) s.unwatch[n] = this.sink.watch(fd, () => this.unmask(s, n));
+      }
+    }
+    if (replaced > taken.length) this.fds.release(replaced - taken.length);
+  }
+
+  /** DATA_NONE or DATA_BOOL on an emulated line: trigger, mask or unmask the chosen vectors. */
+  private act(s: IrqState, req: IrqSet): void {
+    const action = req.flags & IRQ_SET_ACTION_MASK;
+    const bools = (req.flags & IRQ_SET_DATA_MASK) === IrqSetFlag.DATA_BOOL;
+    for (let i = 0; i < req.count; i++) {
+      if (bools && req.bools[i] === 0) continue;
       const n = req.start + i;
       if (action === IrqSetFlag.ACTION_TRIGGER) this.trigger(req.index, n);
       else if (action === IrqSetFlag.ACTION_MASK) s.masked[n] = true;
@@ -237,6 +213,16 @@ export class Interrupts {
   }
 }
 
-function isSingleBit(v: number): boolean {
-  return v !== 0 && (v & (v - 1)) === 0;
+/** What this line cannot do: vectors it does not have, masking when it is not maskable, mask eventfds. */
+function checkSupported(kind: IrqKind, req: IrqSet): void {
+  if (req.start >= kind.count || req.count > kind.count - req.start) {
+    throw new DeviceError(Errno.EINVAL, `SET_IRQS: ${kind.name} range ${req.start}+${req.count} beyond ${kind.count}`);
+  }
+  const action = req.flags & IRQ_SET_ACTION_MASK;
+  if (action !== IrqSetFlag.ACTION_TRIGGER && !(kind.flags & IrqInfoFlag.MASKABLE)) {
+    throw new DeviceError(Errno.EINVAL, `SET_IRQS: ${kind.name} is not maskable`);
+  }
+  if (action === IrqSetFlag.ACTION_MASK && (req.flags & IRQ_SET_DATA_MASK) === IrqSetFlag.DATA_EVENTFD) {
+    throw new DeviceError(Errno.EINVAL, 'SET_IRQS: mask eventfds are not supported');
+  }
 }

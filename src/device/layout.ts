@@ -1,5 +1,5 @@
 import { RegionIndex } from '../wire/constants.js';
-import { nextPowerOfTwo } from './bar-registers.js';
+import { nextPowerOfTwo } from '../common/arith.js';
 
 /**
  * Where the coherent memory sits among the BARs.

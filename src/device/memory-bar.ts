@@ -1,5 +1,6 @@
 import type { Region, RegionMmap } from './region.js';
-import { alignDown, alignUp, subtractArea } from './region.js';
+import { alignDown, alignUp } from '../common/arith.js';
+import { subtractArea } from './region.js';
 
 /** Memory behind a BAR: the coherent GPU memory, or any file-like backing. */
 export interface MemoryBacking {

@@ -1,5 +1,5 @@
 import { Errno, IRQ_SET_DATA_MASK, IrqSetFlag, PCI_NUM_IRQS, RegionIndex } from '../wire/constants.js';
-import { WireError } from '../wire/errors.js';
+import { DeviceError } from './errors.js';
 import type { IrqSet } from '../wire/messages.js';
 import type { DmaObserver } from './dma-maps.js';
 import type { HostFunction, HostRegion } from './host-function.js';
@@ -123,7 +123,7 @@ export class PassthroughFunction implements PciFunction {
   }
 
   reset(): void | Promise<void> {
-    if (!this.host.resettable) throw new WireError(Errno.ENOTSUP, `${this.description} cannot be reset by its host driver`);
+    if (!this.host.resettable) throw new DeviceError(Errno.ENOTSUP, `${this.description} cannot be reset by its host driver`);
     this.host.reset();
     if (readinessApplies(this.readiness.mode, this.vendorId)) return this.waitReady();
   }

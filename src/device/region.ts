@@ -36,12 +36,3 @@ export function subtractArea(areas: readonly SparseArea[], cutStart: number, cut
   }
   return out;
 }
-
-export function alignDown(value: number, align: number): number {
-  return value - (value % align);
-}
-
-export function alignUp(value: number, align: number): number {
-  const r = value % align;
-  return r === 0 ? value : value + align - r;
-}

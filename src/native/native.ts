@@ -80,7 +80,7 @@ export interface NativeBinding {
   socketPair(): [number, number];
   /**
    * recvmsg() into buf[offset, offset + length) (length >= 1), accepting up
-   * to 16 SCM_RIGHTS fds (received close-on-exec). Returns bytes read, 0 at
+   * to MAX_FDS SCM_RIGHTS fds (received close-on-exec). Returns bytes read, 0 at
    * EOF, -1 on EAGAIN. fdsOut[0] = number of fds received, stored in
    * fdsOut[1..]; fdsOut[0] = -1 if fds were lost (control data truncated, or
    * more fds than fdsOut.length - 1): every fd that did arrive has then been
@@ -88,7 +88,7 @@ export interface NativeBinding {
    */
   recvMsg(fd: number, buf: Uint8Array, offset: number, length: number, fdsOut: Int32Array): number;
   /**
-   * One sendmsg(MSG_NOSIGNAL) of buf[offset, offset + length) with up to 16
+   * One sendmsg(MSG_NOSIGNAL) of buf[offset, offset + length) with up to MAX_FDS
    * fds as SCM_RIGHTS (needs length >= 1 when fds are given). Returns bytes
    * sent (may be partial; fds go with the first byte), or -1 on EAGAIN.
    * Allocates no JS objects when fds is null.
@@ -225,6 +225,8 @@ export interface NativeBinding {
   adoptListener(fd: number): string;
 
   // --- constants -----------------------------------------------------------
+  /** fds one recvMsg takes and one sendMsg carries (NV_MAX_FDS). */
+  readonly MAX_FDS: number;
   readonly READABLE: number;
   readonly WRITABLE: number;
   readonly DISCONNECT: number;

@@ -4,9 +4,9 @@ import { EMULATED_BAR0_SIZE } from '../backends/bar0-emulated.js';
 import type { ApertureKind } from '../backends/aperture.js';
 import { MIN_FILE_BAR0_SIZE, openFileBar0 } from '../backends/bar0-file.js';
 import { parseBdf, pciDeviceDir } from '../backends/vfio/pci-address.js';
-import { nextPowerOfTwo } from '../device/bar-registers.js';
+import { nextPowerOfTwo } from '../common/arith.js';
 import { previewBacking, type BackingPreview } from '../backends/backing-preview.js';
-import type { Bar0Spec } from '../backends/bar0-source.js';
+import type { Bar0Spec } from '../backends/bar0-spec.js';
 import { DEFAULT_IDENTITY } from '../device/gpu-device.js';
 import { LAYOUTS, planLayout, type LayoutName } from '../device/layout.js';
 import { PCI_CLASS_3D_CONTROLLER } from '../device/pci.js';
@@ -114,18 +114,22 @@ export function pciHole64For(barSizes: number[]): number {
   return Math.max(Q35_DEFAULT_HOLE64, Math.ceil(need / GiB) * GiB);
 }
 
+/** What the device is made of, as `serve` and `describe` take it. */
 export interface DeviceFlags {
   /** Default 96 MiB; for a device-dax, the rest of the device after the base. */
   apertureSize?: number | undefined;
   apertureBase: number;
   aperturePath?: string | undefined;
+  /** Huge page size in bytes (2 MiB or 1 GiB). */
   apertureHugePages?: number | undefined;
   apertureNumaNode?: number | undefined;
+  /** For tests: where sysfs is. */
   sysfsRoot?: string | undefined;
   bar0: Bar0Spec;
+  /** Which BARs hold the memory; default `bar2`. */
   layout?: LayoutName | undefined;
   vendorId: number;
-  /** Default: the layout's. */
+  /** Default: the layout's (0x2342 for bar2 and gh, 0x2941 for gb). */
   deviceId?: number | undefined;
   socket?: string | undefined;
 }

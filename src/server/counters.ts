@@ -1,4 +1,4 @@
-import { Command } from '../wire/constants.js';
+import { Command, PCI_NUM_REGIONS } from '../wire/constants.js';
 
 const COMMAND_SLOTS = 32;
 
@@ -10,8 +10,8 @@ export class Counters {
   readonly messages = new Float64Array(COMMAND_SLOTS);
   readonly errorsByErrno = new Map<number, number>();
   /** Trapped REGION_READ/WRITE accesses by region index. */
-  readonly trappedReads = new Float64Array(16);
-  readonly trappedWrites = new Float64Array(16);
+  readonly trappedReads = new Float64Array(PCI_NUM_REGIONS);
+  readonly trappedWrites = new Float64Array(PCI_NUM_REGIONS);
   connections = 0;
   refusedConnections = 0;
   protocolErrors = 0;

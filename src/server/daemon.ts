@@ -2,17 +2,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { GpuDevice } from '../device/gpu-device.js';
+import type { ScrubMode, ScrubProgress } from '../device/memory-scrub.js';
 import { native } from '../native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits, type PeerCredentials } from '../transport/connection.js';
 import { Counters } from './counters.js';
 import { ACCEPT_BACKOFF_MS, ListenError, Listener } from '../transport/listener.js';
 import { ProcessWatch } from './process-watch.js';
 import { Session } from './session.js';
-
-export interface ScrubProgress {
-  done: number;
-  total: number;
-}
 
 export interface DaemonOptions {
   /** Socket file to create; unused when listenFd is given. */
@@ -27,7 +23,7 @@ export interface DaemonOptions {
   limits?: ConnectionLimits;
   /** When to zero the memory, and how (injected: the backing knows). */
   scrub?: {
-    mode: 'never' | 'on-release' | 'on-start';
+    mode: ScrubMode;
     run(onProgress: (p: ScrubProgress) => void, shouldStop: () => boolean): Promise<'done' | 'stopped'>;
   };
   /** What the daemon is doing, in words (for a service manager's status line). */

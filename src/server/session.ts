@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { DeviceError } from '../device/errors.js';
 import type { GpuDevice } from '../device/gpu-device.js';
 import {
   Command,
@@ -16,6 +17,10 @@ import {
 import { WireError } from '../wire/errors.js';
 import type { Capabilities, Header, RegionAccess } from '../wire/messages.js';
 import {
+  checkDmaMap,
+  checkDmaUnmap,
+  checkIrqSet,
+  checkTransferSize,
   decodeDeviceInfo,
   decodeDmaMap,
   decodeDmaUnmap,
@@ -40,8 +45,8 @@ import {
   writeRegionReadReply,
   writeRegionWriteReply,
   writeU32,
+  writeWriteMultiReply,
 } from '../wire/serializer.js';
-import { reopenForClient } from '../backends/client-fd.js';
 import { native } from '../native/native.js';
 import type { Counters } from './counters.js';
 import type { Connection, MessageSink } from '../transport/connection.js';
@@ -62,7 +67,7 @@ export class Session implements MessageSink {
   private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
   private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
   private readonly traceAccess: boolean;
-  /** This client's own open files of the mappable regions (see reopenForClient). */
+  /** This client's own open files of the mappable regions (see GpuDevice.reopenForClient). */
   private readonly regionFds = new Map<number, number>();
   /**
    * Whether this client could have changed device memory: it wrote a region
@@ -121,7 +126,7 @@ export class Session implements MessageSink {
       case Command.REGION_WRITE:
         return this.regionWrite(h, buf, at, len, noReply);
       case Command.REGION_WRITE_MULTI:
-        return this.writeMulti(buf, at, len);
+        return this.writeMulti(h, buf, at, len, noReply);
       case Command.VERSION:
         return this.version(h, buf, at, len, noReply);
       case Command.DMA_MAP:
@@ -158,9 +163,11 @@ export class Session implements MessageSink {
   }
 
   private fail(h: Header, err: unknown, noReply: boolean): void {
-    const errno = err instanceof WireError ? err.errno : errnoOf(err);
+    // the edge where the device's refusals become wire error replies
+    const refused = err instanceof WireError || err instanceof DeviceError;
+    const errno = refused ? err.errno : errnoOf(err);
     this.counters.countError(errno);
-    if (err instanceof WireError) {
+    if (refused) {
       this.log.debug({ command: commandName(h.command), id: h.id, errno, reason: err.message }, 'request refused');
     } else {
       this.counters.internalErrors++;
@@ -205,8 +212,7 @@ export class Session implements MessageSink {
 
   private dmaMap(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
     const m = decodeDmaMap(buf, at, len);
-    if (m.argsz !== Size.DMA_MAP) throw new WireError(Errno.EINVAL, `DMA_MAP argsz ${m.argsz}, expected 32`);
-    if (fds.length > 1) throw new WireError(Errno.EINVAL, `DMA_MAP with ${fds.length} fds`);
+    checkDmaMap(m, fds.length);
     const fd = fds.length === 1 ? fds[0]! : null;
     this.device.dma.add(m.address, m.size, m.flags, fd, m.offset);
     fds.length = 0; // the table owns the fd now
@@ -215,29 +221,20 @@ export class Session implements MessageSink {
 
   private dmaUnmap(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const u = decodeDmaUnmap(buf, at, len);
-    if (len !== Size.DMA_UNMAP) throw new WireError(Errno.EINVAL, 'DMA_UNMAP dirty bitmaps are not supported');
-    if (u.argsz < Size.DMA_UNMAP) throw new WireError(Errno.EINVAL, `DMA_UNMAP argsz ${u.argsz} below 24`);
-    if (u.flags & DmaUnmapFlag.GET_DIRTY_PAGE_INFO) throw new WireError(Errno.EOPNOTSUPP, 'dirty page tracking is not supported');
-    if (u.flags & ~DmaUnmapFlag.ALL) throw new WireError(Errno.EINVAL, `DMA_UNMAP flags 0x${u.flags.toString(16)}`);
-    if (u.flags & DmaUnmapFlag.ALL) {
-      if (u.address !== 0 || u.size !== 0) throw new WireError(Errno.EINVAL, 'DMA_UNMAP ALL with an address or size');
-      this.device.dma.clear();
-    } else {
-      this.device.dma.remove(u.address, u.size);
-    }
+    checkDmaUnmap(u, len);
+    if (u.flags & DmaUnmapFlag.ALL) this.device.dma.clear();
+    else this.device.dma.remove(u.address, u.size);
     if (!noReply) this.channel.send(this.replyBuf, writeEchoReply(this.replyBuf, h.id, h.command, buf, at, Size.DMA_UNMAP));
   }
 
   private deviceInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeDeviceInfo(buf, at, len);
-    if (q.argsz < Size.DEVICE_INFO) throw new WireError(Errno.EINVAL, `DEVICE_GET_INFO argsz ${q.argsz} below 16`);
     const d = this.device;
     this.reply(h, encodeDeviceInfoReply(h.id, d.flags, d.numRegions, d.numIrqs), noReply);
   }
 
   private regionInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeIndexQuery(buf, at, len, Size.REGION_INFO, 'DEVICE_GET_REGION_INFO');
-    if (q.argsz < Size.REGION_INFO) throw new WireError(Errno.EINVAL, `region info argsz ${q.argsz} below 32`);
     if (q.index >= this.device.numRegions) throw new WireError(Errno.EINVAL, `no region ${q.index}`);
     const r = this.device.region(q.index);
     if (!r) {
@@ -264,7 +261,7 @@ export class Session implements MessageSink {
     this.mayHaveWritten = true;
     let fd = this.regionFds.get(q.index);
     if (fd === undefined) {
-      fd = reopenForClient(mm.fd) ?? mm.fd;
+      fd = this.device.reopenForClient(mm.fd) ?? mm.fd;
       if (fd !== mm.fd) this.regionFds.set(q.index, fd);
     }
     this.reply(h, msg, noReply, [fd]);
@@ -273,7 +270,6 @@ export class Session implements MessageSink {
   private regionIoFds(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeIndexQuery(buf, at, len, Size.REGION_IO_FDS, 'DEVICE_GET_REGION_IO_FDS');
     if (q.index >= this.device.numRegions) throw new WireError(Errno.EINVAL, `no region ${q.index}`);
-    if (q.argsz < Size.REGION_IO_FDS) throw new WireError(Errno.EINVAL, `argsz ${q.argsz} below 16`);
     // No ioeventfd sub-regions: every trapped access comes over the socket.
     const payload = Buffer.alloc(Size.REGION_IO_FDS);
     writeU32(payload, 0, Size.REGION_IO_FDS);
@@ -283,7 +279,6 @@ export class Session implements MessageSink {
 
   private irqInfo(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const q = decodeIndexQuery(buf, at, len, Size.IRQ_INFO, 'DEVICE_GET_IRQ_INFO');
-    if (q.argsz < Size.IRQ_INFO) throw new WireError(Errno.EINVAL, `irq info argsz ${q.argsz} below 16`);
     const k = this.device.interrupts.info(q.index);
     if (!k) throw new WireError(Errno.EINVAL, `no irq index ${q.index}`);
     this.reply(h, encodeIrqInfoReply(h.id, k.index, k.flags, k.count), noReply);
@@ -291,6 +286,7 @@ export class Session implements MessageSink {
 
   private setIrqs(h: Header, buf: Buffer, at: number, len: number, fds: number[], noReply: boolean): void {
     const s = decodeIrqSet(buf, at, len);
+    checkIrqSet(s, fds.length);
     this.device.interrupts.set(s, fds);
     this.reply(h, encodeEmptyReply(h.id, h.command), noReply);
   }
@@ -306,24 +302,10 @@ export class Session implements MessageSink {
     return pending ? pending.then(done) : done();
   }
 
-  /** Validates a region access; returns the region. */
-  private target(a: RegionAccess, write: boolean) {
-    if (a.count === 0 || a.count > Limits.MAX_DATA_XFER_SIZE) {
-      throw new WireError(Errno.EINVAL, `access of ${a.count} bytes (1..${Limits.MAX_DATA_XFER_SIZE})`);
-    }
-    const r = this.device.region(a.region);
-    if (!r) throw new WireError(Errno.EINVAL, `no region ${a.region}`);
-    if (write ? !r.writable : !r.readable) throw new WireError(Errno.EINVAL, `region ${a.region} is not ${write ? 'writable' : 'readable'}`);
-    if (a.offset >= r.size || a.count > r.size - a.offset) {
-      throw new WireError(Errno.EINVAL, `region ${a.region}: [0x${a.offset.toString(16)}, +${a.count}) beyond size 0x${r.size.toString(16)}`);
-    }
-    return r;
-  }
-
   private regionRead(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const a = decodeRegionAccess(buf, at, len, false, this.access);
-    if (len !== Size.REGION_ACCESS) throw new WireError(Errno.EINVAL, 'REGION_READ carries data');
-    const r = this.target(a, false);
+    checkTransferSize(a);
+    const r = this.device.accessible(a.region, a.offset, a.count, false);
     this.counters.trappedReads[a.region]!++;
     if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'read');
     if (noReply) return; // a read nobody waits for has no effect on this device
@@ -334,7 +316,8 @@ export class Session implements MessageSink {
 
   private regionWrite(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     const a = decodeRegionAccess(buf, at, len, true, this.access);
-    const r = this.target(a, true);
+    checkTransferSize(a);
+    const r = this.device.accessible(a.region, a.offset, a.count, true);
     this.mayHaveWritten = true;
     this.counters.trappedWrites[a.region]!++;
     if (this.traceAccess) this.log.trace({ region: a.region, offset: a.offset, count: a.count }, 'write');
@@ -344,18 +327,25 @@ export class Session implements MessageSink {
     this.channel.send(this.replyBuf, size);
   }
 
-  /** Always posted: errors cannot be reported, so a bad batch is dropped whole and logged. */
-  private writeMulti(buf: Buffer, at: number, len: number): void {
+  /**
+   * A bad batch is dropped whole. QEMU posts every batch (NO_REPLY), so its
+   * errors are only logged; a client that asks gets wr_cnt or the error.
+   */
+  private writeMulti(h: Header, buf: Buffer, at: number, len: number, noReply: boolean): void {
     if (!this.writeMultiple) throw new WireError(Errno.EINVAL, 'REGION_WRITE_MULTI without the write_multiple capability');
     const n = decodeWriteMultiCount(buf, at, len, Limits.MAX_WRITE_MULTI);
     const a = this.access;
-    for (let i = 0; i < n; i++) this.target(decodeWriteMultiEntry(buf, at, i, a), true);
+    for (let i = 0; i < n; i++) {
+      decodeWriteMultiEntry(buf, at, i, a);
+      this.device.accessible(a.region, a.offset, a.count, true);
+    }
     this.mayHaveWritten = true;
     for (let i = 0; i < n; i++) {
       decodeWriteMultiEntry(buf, at, i, a);
       this.counters.trappedWrites[a.region]!++;
       this.device.region(a.region)!.write(a.offset, buf, a.dataOffset, a.count);
     }
+    if (!noReply) this.channel.send(this.replyBuf, writeWriteMultiReply(this.replyBuf, h.id, n));
   }
 }
 

@@ -1,5 +1,5 @@
 import { native, type Poller } from '../native/native.js';
-import { HEADER_SIZE } from '../wire/constants.js';
+import { HEADER_SIZE, Limits } from '../wire/constants.js';
 import { decodeHeader, readU32 } from '../wire/parser.js';
 import type { Header } from '../wire/messages.js';
 
@@ -37,7 +37,8 @@ export interface ConnectionLimits {
 }
 
 export const DEFAULT_LIMITS: ConnectionLimits = {
-  maxMessageSize: 2 * 1024 * 1024,
+  // room above the largest transfer: a transfer too large gets an error reply, not a closed stream
+  maxMessageSize: 2 * Limits.MAX_DATA_XFER_SIZE,
   highWaterBytes: 4 * 1024 * 1024,
   stallTimeoutMs: 10_000,
   batch: 64,
@@ -60,7 +61,6 @@ interface FdBatch {
   fds: number[];
 }
 
-const MAX_FDS = 16;
 /** Receive buffer to start with; grown for larger messages. */
 const INITIAL_BUFFER = 64 * 1024;
 /** Below this much free space at the end, buffered bytes move to the front before a read. */
@@ -87,7 +87,7 @@ const MIN_READ_SPACE = 4096;
 export class Connection {
   private readonly poller: Poller;
   private recvBuf = Buffer.allocUnsafe(INITIAL_BUFFER);
-  private readonly fdScratch = new Int32Array(MAX_FDS + 1);
+  private readonly fdScratch = new Int32Array(Limits.MAX_MSG_FDS + 1);
   private readonly header: Header = { id: 0, command: 0, size: 0, flags: 0, error: 0 };
   /** Buffer index of the next message to hand out, and of the end of received bytes. */
   private head = 0;
@@ -352,7 +352,7 @@ export class Connection {
     } else {
       this.fdBatches.push({ at, fds });
     }
-    if (count > MAX_FDS) this.close('too many file descriptors for one message');
+    if (count > Limits.MAX_MSG_FDS) this.close('too many file descriptors for one message');
   }
 
   private dispatch(size: number): void {

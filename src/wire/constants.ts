@@ -109,8 +109,6 @@ export const IRQ_SET_ACTION_MASK = IrqSetFlag.ACTION_MASK | IrqSetFlag.ACTION_UN
 export const DmaMapFlag = { READ: 1 << 0, WRITE: 1 << 1 } as const;
 export const DmaUnmapFlag = { GET_DIRTY_PAGE_INFO: 1 << 0, ALL: 1 << 1 } as const;
 
-export const DeviceFeatureFlag = { MASK: 0xffff, GET: 1 << 16, SET: 1 << 17, PROBE: 1 << 18 } as const;
-
 /** Fixed payload sizes (after the 16-byte header). */
 export const Size = {
   VERSION_MIN: 4,
@@ -125,7 +123,6 @@ export const Size = {
   WRITE_MULTI_COUNT: 8,
   WRITE_MULTI_ENTRY: 24,
   WRITE_MULTI_DATA: 8,
-  DEVICE_FEATURE: 8,
   CAP_HEADER: 8,
   SPARSE_MMAP_HEADER: 8,
   SPARSE_MMAP_AREA: 16,
@@ -133,7 +130,7 @@ export const Size = {
 
 /** What this server advertises and enforces. */
 export const Limits = {
-  /** fds we accept in one message. */
+  /** fds we accept in one message; the binding's NV_MAX_FDS (test/native/native.test.ts checks they agree). */
   MAX_MSG_FDS: 16,
   /** Largest REGION_READ/WRITE count; QEMU accepts up to 64 MiB. */
   MAX_DATA_XFER_SIZE: 1 << 20,
@@ -141,6 +138,3 @@ export const Limits = {
   /** Largest write-multi batch QEMU builds. */
   MAX_WRITE_MULTI: 200,
 } as const;
-
-/** Largest message we will receive: a full data transfer plus its headers. */
-export const MAX_MESSAGE_SIZE = HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE;

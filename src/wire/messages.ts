@@ -98,8 +98,3 @@ export interface RegionAccess {
   dataOffset: number;
 }
 
-export interface DeviceFeature {
-  argsz: number;
-  flags: number;
-  data: Uint8Array;
-}

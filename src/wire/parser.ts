@@ -1,10 +1,10 @@
 // Pure decoders for vfio-user payloads. Each takes the buffer, where the payload
 // starts and how long it is; none does I/O, and none throws anything but WireError.
-import { Errno, HEADER_SIZE, Size } from './constants.js';
+import { DmaUnmapFlag, Errno, HEADER_SIZE, IRQ_SET_ACTION_MASK, IRQ_SET_DATA_MASK, IrqSetFlag, Limits, Size } from './constants.js';
+import { TWO_32 } from '../common/arith.js';
 import { WireError, invalid } from './errors.js';
 import type {
   Capabilities,
-  DeviceFeature,
   DeviceInfo,
   DmaMap,
   DmaUnmap,
@@ -18,8 +18,6 @@ import type {
   Version,
 } from './messages.js';
 import { RegionCap } from './constants.js';
-
-const TWO_32 = 0x1_0000_0000;
 
 /** Reads a little-endian u64; values that a JS number cannot hold exactly are refused. */
 export function readU64(buf: Uint8Array, at: number, what: string): number {
@@ -131,20 +129,39 @@ export function decodeDmaUnmap(buf: Uint8Array, at: number, len: number): DmaUnm
   };
 }
 
+/** The shape of a DMA_MAP with the `fdCount` fds that came with it: the fixed argsz, one fd at most. */
+export function checkDmaMap(m: DmaMap, fdCount: number): void {
+  if (m.argsz !== Size.DMA_MAP) throw invalid(`DMA_MAP argsz ${m.argsz}, expected ${Size.DMA_MAP}`);
+  if (fdCount > 1) throw invalid(`DMA_MAP with ${fdCount} fds`);
+}
+
+/** The shape of a DMA_UNMAP of `len` payload bytes: no dirty bitmap, known flags, ALL alone. */
+export function checkDmaUnmap(u: DmaUnmap, len: number): void {
+  if (len !== Size.DMA_UNMAP) throw invalid('DMA_UNMAP dirty bitmaps are not supported');
+  if (u.argsz < Size.DMA_UNMAP) throw invalid(`DMA_UNMAP argsz ${u.argsz} below ${Size.DMA_UNMAP}`);
+  if (u.flags & DmaUnmapFlag.GET_DIRTY_PAGE_INFO) throw new WireError(Errno.EOPNOTSUPP, 'dirty page tracking is not supported');
+  if (u.flags & ~DmaUnmapFlag.ALL) throw invalid(`DMA_UNMAP flags 0x${u.flags.toString(16)}`);
+  if (u.flags & DmaUnmapFlag.ALL && (u.address !== 0 || u.size !== 0)) throw invalid('DMA_UNMAP ALL with an address or size');
+}
+
 export function decodeDeviceInfo(buf: Uint8Array, at: number, len: number): DeviceInfo {
   need(len, Size.DEVICE_INFO, 'DEVICE_GET_INFO');
+  const argsz = readU32(buf, at);
+  if (argsz < Size.DEVICE_INFO) throw invalid(`DEVICE_GET_INFO argsz ${argsz} below ${Size.DEVICE_INFO}`);
   return {
-    argsz: readU32(buf, at),
+    argsz,
     flags: readU32(buf, at + 4),
     numRegions: readU32(buf, at + 8),
     numIrqs: readU32(buf, at + 12),
   };
 }
 
-/** GET_REGION_INFO, GET_IRQ_INFO and GET_REGION_IO_FDS requests: argsz, flags, index. */
+/** GET_REGION_INFO, GET_IRQ_INFO and GET_REGION_IO_FDS requests: argsz, flags, index; `min` bytes at least, and argsz too. */
 export function decodeIndexQuery(buf: Uint8Array, at: number, len: number, min: number, what: string): IndexQuery {
   need(len, min, what);
-  return { argsz: readU32(buf, at), flags: readU32(buf, at + 4), index: readU32(buf, at + 8) };
+  const argsz = readU32(buf, at);
+  if (argsz < min) throw invalid(`${what}: argsz ${argsz} below ${min}`);
+  return { argsz, flags: readU32(buf, at + 4), index: readU32(buf, at + 8) };
 }
 
 export function decodeRegionInfo(buf: Uint8Array, at: number, len: number): RegionInfo {
@@ -205,6 +222,37 @@ export function decodeIrqSet(buf: Uint8Array, at: number, len: number): IrqSet {
 }
 
 /**
+ * The shape of a SET_IRQS as <linux/vfio.h> defines it, with the `fdCount`
+ * eventfds that came with it: one data type and one action, data for every
+ * vector, fds only with DATA_EVENTFD. Whether the index and vectors exist is
+ * the device's to say.
+ */
+export function checkIrqSet(s: IrqSet, fdCount: number): void {
+  if (s.argsz < Size.IRQ_SET) throw invalid(`SET_IRQS: argsz ${s.argsz} below ${Size.IRQ_SET}`);
+  const data = s.flags & IRQ_SET_DATA_MASK;
+  const action = s.flags & IRQ_SET_ACTION_MASK;
+  if (s.flags & ~(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)) throw invalid('SET_IRQS: unknown flags');
+  if (!isSingleBit(data) || !isSingleBit(action)) throw invalid('SET_IRQS: exactly one data type and one action required');
+  if (s.count === 0) {
+    // count 0 with DATA_NONE and TRIGGER disables the whole index.
+    if (data !== IrqSetFlag.DATA_NONE || action !== IrqSetFlag.ACTION_TRIGGER || s.start !== 0) {
+      throw invalid('SET_IRQS: count 0 is only valid to disable an index');
+    }
+    if (fdCount > 0) throw invalid('SET_IRQS: fds sent with count 0');
+    return;
+  }
+  if (data === IrqSetFlag.DATA_BOOL && s.bools.length < s.count) throw invalid(`SET_IRQS: ${s.bools.length} bools for count ${s.count}`);
+  if (data !== IrqSetFlag.DATA_EVENTFD && fdCount > 0) throw invalid('SET_IRQS: fds sent without DATA_EVENTFD');
+  if (data === IrqSetFlag.DATA_EVENTFD && fdCount !== 0 && fdCount !== s.count) {
+    throw invalid(`SET_IRQS: ${fdCount} eventfds for count ${s.count}`);
+  }
+}
+
+function isSingleBit(v: number): boolean {
+  return v !== 0 && (v & (v - 1)) === 0;
+}
+
+/**
  * REGION_READ request or REGION_WRITE request/reply. Fills `out` so the hot path
  * allocates nothing; `hasData` says a write body must follow (and match count).
  */
@@ -225,9 +273,17 @@ export function decodeRegionAccess(
     }
     out.dataOffset = at + Size.REGION_ACCESS;
   } else {
+    if (len !== Size.REGION_ACCESS) throw invalid('REGION_READ carries data');
     out.dataOffset = -1;
   }
   return out;
+}
+
+/** A REGION_READ/WRITE request moves 1 byte up to the max_data_xfer_size this server advertises. */
+export function checkTransferSize(a: RegionAccess): void {
+  if (a.count === 0 || a.count > Limits.MAX_DATA_XFER_SIZE) {
+    throw invalid(`access of ${a.count} bytes (1..${Limits.MAX_DATA_XFER_SIZE})`);
+  }
 }
 
 /** Number of entries in a REGION_WRITE_MULTI, checked against the payload length. */
@@ -248,13 +304,8 @@ export function decodeWriteMultiEntry(buf: Uint8Array, at: number, i: number, ou
   out.region = readU32(buf, p + 8);
   out.count = readU32(buf, p + 12);
   if (out.count === 0 || out.count > Size.WRITE_MULTI_DATA) {
-    throw invalid(`REGION_WRITE_MULTI: entry ${i} count ${out.count} (1..8 allowed)`);
+    throw invalid(`REGION_WRITE_MULTI: entry ${i} count ${out.count} (1..${Size.WRITE_MULTI_DATA} allowed)`);
   }
   out.dataOffset = p + Size.REGION_ACCESS;
   return out;
-}
-
-export function decodeDeviceFeature(buf: Uint8Array, at: number, len: number): DeviceFeature {
-  need(len, Size.DEVICE_FEATURE, 'DEVICE_FEATURE');
-  return { argsz: readU32(buf, at), flags: readU32(buf, at + 4), data: buf.subarray(at + 8, at + len) };
 }

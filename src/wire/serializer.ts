@@ -1,10 +1,9 @@
 // Pure encoders for vfio-user messages. The write* functions fill a caller's
 // buffer (the server reuses one per connection); the encode* functions return
 // a fresh Buffer for messages that are rare or built by the client.
+import { TWO_32 } from '../common/arith.js';
 import { Command, Flag, HEADER_SIZE, MsgType, RegionCap, Size, SPARSE_MMAP_VERSION } from './constants.js';
 import type { Capabilities, RegionInfo, SparseArea } from './messages.js';
-
-const TWO_32 = 0x1_0000_0000;
 
 export function writeU64(buf: Uint8Array, at: number, value: number): void {
   const lo = value % TWO_32;
@@ -44,10 +43,6 @@ export function writeHeader(
 export function writeErrorReply(buf: Uint8Array, at: number, id: number, command: number, errno: number): number {
   writeHeader(buf, at, id, command, HEADER_SIZE, MsgType.REPLY | Flag.ERROR, errno);
   return HEADER_SIZE;
-}
-
-export function writeReplyHeader(buf: Uint8Array, id: number, command: number, size: number): void {
-  writeHeader(buf, 0, id, command, size, MsgType.REPLY);
 }
 
 function message(command: number, id: number, payload: number, flags: number): Buffer {
@@ -162,6 +157,14 @@ export function writeRegionWriteReply(buf: Uint8Array, id: number, offset: numbe
   return size;
 }
 
+/** A REGION_WRITE_MULTI reply: wr_cnt, the number of writes done. */
+export function writeWriteMultiReply(buf: Uint8Array, id: number, writes: number): number {
+  const size = HEADER_SIZE + Size.WRITE_MULTI_COUNT;
+  writeHeader(buf, 0, id, Command.REGION_WRITE_MULTI, size, MsgType.REPLY);
+  writeU64(buf, HEADER_SIZE, writes);
+  return size;
+}
+
 /** An empty reply into a caller's buffer (the DMA churn of a booting VM allocates nothing); returns its size. */
 export function writeEmptyReply(buf: Uint8Array, id: number, command: number): number {
   writeHeader(buf, 0, id, command, HEADER_SIZE, MsgType.REPLY);
@@ -180,7 +183,7 @@ export function encodeEmptyReply(id: number, command: number): Buffer {
   return message(command, id, 0, MsgType.REPLY);
 }
 
-/** A reply that echoes the request payload (DMA_UNMAP, DEVICE_FEATURE set/probe). */
+/** A reply that echoes the request payload. */
 export function encodeEchoReply(id: number, command: number, payload: Uint8Array): Buffer {
   const buf = message(command, id, payload.length, MsgType.REPLY);
   buf.set(payload, HEADER_SIZE);
@@ -270,13 +273,13 @@ export interface MultiWrite {
   data: Uint8Array;
 }
 
-/** REGION_WRITE_MULTI is always sent without a reply, as QEMU does. */
-export function encodeWriteMulti(id: number, writes: readonly MultiWrite[]): Buffer {
+/** REGION_WRITE_MULTI; QEMU always sends it without a reply (the default here too). */
+export function encodeWriteMulti(id: number, writes: readonly MultiWrite[], noReply = true): Buffer {
   const buf = message(
     Command.REGION_WRITE_MULTI,
     id,
     Size.WRITE_MULTI_COUNT + writes.length * Size.WRITE_MULTI_ENTRY,
-    MsgType.COMMAND | Flag.NO_REPLY,
+    MsgType.COMMAND | (noReply ? Flag.NO_REPLY : 0),
   );
   writeU64(buf, HEADER_SIZE, writes.length);
   writes.forEach((w, i) => {
@@ -294,12 +297,4 @@ export function encodeWriteMulti(id: number, writes: readonly MultiWrite[]): Buf
 
 export function encodeDeviceReset(id: number): Buffer {
   return message(Command.DEVICE_RESET, id, 0, MsgType.COMMAND);
-}
-
-export function encodeDeviceFeature(id: number, argsz: number, flags: number, data: Uint8Array = new Uint8Array()): Buffer {
-  const buf = message(Command.DEVICE_FEATURE, id, Size.DEVICE_FEATURE + data.length, MsgType.COMMAND);
-  writeU32(buf, HEADER_SIZE, argsz);
-  writeU32(buf, HEADER_SIZE + 4, flags);
-  buf.set(data, HEADER_SIZE + Size.DEVICE_FEATURE);
-  return buf;
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openEmulatedBar0, READINESS_REGISTERS } from '../../src/backends/bar0-emulated.js';
 import { openFileBar0 } from '../../src/backends/bar0-file.js';
-import { parseBar0Spec } from '../../src/backends/bar0-source.js';
+import { parseBar0Spec } from '../../src/cli/parse.js';
 import { VfioUserClient } from '../../src/client/client.js';
 import { native } from '../../src/native/native.js';
 import { RegionIndex } from '../../src/wire/constants.js';

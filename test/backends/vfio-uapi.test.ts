@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as U from '../../src/backends/vfio/uapi.js';
+import { DeviceFlag, DmaMapFlag, RegionFlag } from '../../src/wire/constants.js';
 
 const PROBE = String.raw`
 #include <stddef.h>
@@ -106,9 +107,9 @@ describe('VFIO uapi: ioctl numbers and constants match <linux/vfio.h>', () => {
     expect(U.VfioIommuType.TYPE1v2).toBe(c('VFIO_TYPE1v2_IOMMU'));
     expect(U.GroupFlag.VIABLE).toBe(c('VFIO_GROUP_FLAGS_VIABLE'));
     expect(U.GroupFlag.CONTAINER_SET).toBe(c('VFIO_GROUP_FLAGS_CONTAINER_SET'));
-    expect(U.DeviceInfoFlag.RESET).toBe(c('VFIO_DEVICE_FLAGS_RESET'));
-    expect(U.DeviceInfoFlag.PCI).toBe(c('VFIO_DEVICE_FLAGS_PCI'));
-    expect(U.RegionInfoFlag).toEqual({
+    expect(DeviceFlag.RESET).toBe(c('VFIO_DEVICE_FLAGS_RESET'));
+    expect(DeviceFlag.PCI).toBe(c('VFIO_DEVICE_FLAGS_PCI'));
+    expect(RegionFlag).toEqual({
       READ: c('VFIO_REGION_INFO_FLAG_READ'),
       WRITE: c('VFIO_REGION_INFO_FLAG_WRITE'),
       MMAP: c('VFIO_REGION_INFO_FLAG_MMAP'),
@@ -119,7 +120,7 @@ describe('VFIO uapi: ioctl numbers and constants match <linux/vfio.h>', () => {
       TYPE: c('VFIO_REGION_INFO_CAP_TYPE'),
       MSIX_MAPPABLE: c('VFIO_REGION_INFO_CAP_MSIX_MAPPABLE'),
     });
-    expect(U.DmaMapFlag).toEqual({ READ: c('VFIO_DMA_MAP_FLAG_READ'), WRITE: c('VFIO_DMA_MAP_FLAG_WRITE') });
+    expect(DmaMapFlag).toEqual({ READ: c('VFIO_DMA_MAP_FLAG_READ'), WRITE: c('VFIO_DMA_MAP_FLAG_WRITE') });
     expect(c('VFIO_PCI_CONFIG_REGION_INDEX')).toBe(7);
   });
 
@@ -180,14 +181,14 @@ describe('VFIO uapi: every encoder puts each field where the C struct has it', (
     expect(ii.readUInt32LE(c('vfio_irq_info.index'))).toBe(2);
     ii.writeUInt32LE(0x9, c('vfio_irq_info.flags'));
     ii.writeUInt32LE(16, c('vfio_irq_info.count'));
-    expect(U.decodeIrqInfo(ii)).toEqual({ index: 2, flags: 0x9, count: 16 });
+    expect(U.decodeVfioIrqInfo(ii)).toEqual({ index: 2, flags: 0x9, count: 16 });
 
     const di = U.deviceInfoRequest();
     expect(di.length).toBeGreaterThanOrEqual(c('vfio_device_info.num_irqs') + 4);
     di.writeUInt32LE(3, c('vfio_device_info.flags'));
     di.writeUInt32LE(9, c('vfio_device_info.num_regions'));
     di.writeUInt32LE(5, c('vfio_device_info.num_irqs'));
-    expect(U.decodeDeviceInfo(di)).toEqual({ flags: 3, numRegions: 9, numIrqs: 5 });
+    expect(U.decodeVfioDeviceInfo(di)).toEqual({ flags: 3, numRegions: 9, numIrqs: 5 });
   });
 
   it('SET_IRQS with eventfds (-1 de-assigns) and with bools', () => {
@@ -257,7 +258,7 @@ describe('VFIO uapi: region info replies and their capability chains', () => {
     }
     const b = Buffer.alloc(opts.length ?? total);
     b.writeUInt32LE(opts.argsz ?? total, 0);
-    b.writeUInt32LE(opts.flags ?? (U.RegionInfoFlag.READ | U.RegionInfoFlag.WRITE | U.RegionInfoFlag.MMAP | (caps.length ? U.RegionInfoFlag.CAPS : 0)), c('vfio_region_info.flags'));
+    b.writeUInt32LE(opts.flags ?? (RegionFlag.READ | RegionFlag.WRITE | RegionFlag.MMAP | (caps.length ? RegionFlag.CAPS : 0)), c('vfio_region_info.flags'));
     b.writeUInt32LE(0, c('vfio_region_info.index'));
     b.writeUInt32LE(caps.length ? at[0]! : 0, c('vfio_region_info.cap_offset'));
     b.writeBigUInt64LE(0x1000000n, c('vfio_region_info.size'));
@@ -285,7 +286,7 @@ describe('VFIO uapi: region info replies and their capability chains', () => {
   }
 
   it('decodes the sparse areas around an MSI-X table, and the BAR0 of vfio-pci at offset 0', () => {
-    const info = U.decodeRegionInfo(reply([{ id: U.RegionInfoCap.SPARSE_MMAP, body: sparse([[0, 0xff0000], [0xff1000, 0xf000]]) }]));
+    const info = U.decodeVfioRegionInfo(reply([{ id: U.RegionInfoCap.SPARSE_MMAP, body: sparse([[0, 0xff0000], [0xff1000, 0xf000]]) }]));
     expect(info.size).toBe(0x1000000);
     expect(info.offset).toBe(0);
     expect(info.sparse).toEqual([
@@ -296,7 +297,7 @@ describe('VFIO uapi: region info replies and their capability chains', () => {
   });
 
   it('follows the chain past other capabilities', () => {
-    const info = U.decodeRegionInfo(
+    const info = U.decodeVfioRegionInfo(
       reply([
         { id: U.RegionInfoCap.MSIX_MAPPABLE, body: Buffer.alloc(0) },
         { id: U.RegionInfoCap.SPARSE_MMAP, body: sparse([[0x1000, 0x2000]]) },
@@ -309,7 +310,7 @@ describe('VFIO uapi: region info replies and their capability chains', () => {
   it('leaves the capabilities alone when the kernel wanted a larger buffer (asks again)', () => {
     const full = reply([{ id: U.RegionInfoCap.SPARSE_MMAP, body: sparse([[0, 0x1000]]) }]);
     const short = reply([{ id: U.RegionInfoCap.SPARSE_MMAP, body: sparse([[0, 0x1000]]) }], { argsz: full.length, length: 32 });
-    const info = U.decodeRegionInfo(short);
+    const info = U.decodeVfioRegionInfo(short);
     expect(info.argsz).toBe(full.length);
     expect(info.sparse).toBeNull();
   });
@@ -318,9 +319,9 @@ describe('VFIO uapi: region info replies and their capability chains', () => {
     const b = reply([{ id: U.RegionInfoCap.SPARSE_MMAP, body: sparse([[0, 0x1000]]) }]);
     const bad = Buffer.from(b);
     bad.writeUInt32LE(b.length + 8, c('vfio_region_info.cap_offset'));
-    expect(() => U.decodeRegionInfo(bad)).toThrow(RangeError);
+    expect(() => U.decodeVfioRegionInfo(bad)).toThrow(RangeError);
     const many = Buffer.from(b);
     many.writeUInt32LE(1000, 32 + c('vfio_region_info_cap_sparse_mmap.nr_areas'));
-    expect(() => U.decodeRegionInfo(many)).toThrow(/overrun/);
+    expect(() => U.decodeVfioRegionInfo(many)).toThrow(/overrun/);
   });
 });

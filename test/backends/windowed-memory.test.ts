@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { forEachWindow, WindowedMemory } from '../../src/backends/windowed-memory.js';
 import { native } from '../../src/native/native.js';
 import { Errno } from '../../src/wire/constants.js';
-import { WireError } from '../../src/wire/errors.js';
+import { DeviceError } from '../../src/device/errors.js';
 
 const page = native.pageSize();
 const DIST = fileURLToPath(new URL('../../dist/backends/windowed-memory.js', import.meta.url));
@@ -101,7 +101,7 @@ describe('WindowedMemory', () => {
     fs.ftruncateSync(fd, 2 * page); // what a client holding the fd can do
     const efault = expect.objectContaining({ errno: Errno.EFAULT, message: expect.stringMatching(/^read \[0x6000, \+4\): the memory is gone/) });
     expect(() => mem.read(6 * page, back, 0, 4)).toThrow(efault);
-    expect(() => mem.read(6 * page, back, 0, 4)).toThrow(WireError);
+    expect(() => mem.read(6 * page, back, 0, 4)).toThrow(DeviceError);
     expect(() => mem.write(3 * page, four, 0, 4)).toThrow(expect.objectContaining({ errno: Errno.EFAULT }));
     expect(() => mem.write(2 * page - 2, four, 0, 4)).toThrow(expect.objectContaining({ errno: Errno.EFAULT })); // runs into a lost page
     expect(() => mem.zero(0, 8 * page)).toThrow(expect.objectContaining({ errno: Errno.EFAULT, message: expect.stringMatching(/^zeroing /) }));

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { installBars, isPowerOfTwo, nextPowerOfTwo, type BarSpec } from '../../src/device/bar-registers.js';
+import { isPowerOfTwo, nextPowerOfTwo } from '../../src/common/arith.js';
+import { installBars, type BarSpec } from '../../src/device/bar-registers.js';
 import type { DeviceConfig } from '../../src/device/config-source.js';
 import { ConfigSpace } from '../../src/device/config-space.js';
 import { makeDevice } from './fakes.js';

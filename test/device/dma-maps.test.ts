@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DmaMapTable } from '../../src/device/dma-maps.js';
 import { DmaMapFlag, Errno } from '../../src/wire/constants.js';
-import { WireError } from '../../src/wire/errors.js';
+import { DeviceError } from '../../src/device/errors.js';
 import { FakeDmaOps } from './fakes.js';
 
 const RW = DmaMapFlag.READ | DmaMapFlag.WRITE;
@@ -18,10 +18,10 @@ function errno(fn: () => unknown): number {
   try {
     fn();
   } catch (err) {
-    expect(err).toBeInstanceOf(WireError);
-    return (err as WireError).errno;
+    expect(err).toBeInstanceOf(DeviceError);
+    return (err as DeviceError).errno;
   }
-  expect.fail('expected a WireError');
+  expect.fail('expected a DeviceError');
 }
 
 describe('DmaMapTable.add / remove', () => {

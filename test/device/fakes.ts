@@ -1,12 +1,12 @@
 // In-memory stand-ins for what the device model gets injected: memory backings,
 // a BAR0 source, an eventfd sink and DMA file operations. No I/O anywhere.
-import type { Bar0Source } from '../../src/backends/bar0-source.js';
+import type { Bar0Source } from '../../src/device/bar0-source.js';
 import type { DmaFileOps } from '../../src/device/dma-maps.js';
 import { GpuDevice, DEFAULT_IDENTITY, type EmulatedDeviceOptions } from '../../src/device/gpu-device.js';
 import type { EventSink } from '../../src/device/interrupts.js';
 import type { MemoryBacking } from '../../src/device/memory-bar.js';
 import { Errno } from '../../src/wire/constants.js';
-import { WireError } from '../../src/wire/errors.js';
+import { DeviceError } from '../../src/device/errors.js';
 
 /**
  * Memory of any size (up to 2^53), sparse: only bytes written are stored, the
@@ -88,7 +88,7 @@ export class FakeEvents implements EventSink {
   readonly notEventfds = new Set<number>();
 
   check(fd: number): void {
-    if (this.notEventfds.has(fd)) throw new WireError(Errno.EINVAL, `fd ${fd} is not an eventfd`);
+    if (this.notEventfds.has(fd)) throw new DeviceError(Errno.EINVAL, `fd ${fd} is not an eventfd`);
   }
 
   watch(fd: number, onSignal: () => void): () => void {
@@ -126,7 +126,7 @@ export class FakeDmaOps implements DmaFileOps {
 
   check(fd: number, offset: number, size: number): void {
     this.checks.push({ fd, offset, size });
-    if (this.bad.has(fd)) throw new WireError(Errno.EBADF, `fd ${fd} is bad`);
+    if (this.bad.has(fd)) throw new DeviceError(Errno.EBADF, `fd ${fd} is bad`);
   }
 
   map(fd: number, offset: number, size: number, writable: boolean): ArrayBuffer {

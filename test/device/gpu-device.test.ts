@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MSI_CAP, MSIX_CAP, PM_CAP, EXP_CAP } from '../../src/device/capabilities.js';
-import { APERTURE_BAR, DEFAULT_IDENTITY, apertureBarSize } from '../../src/device/gpu-device.js';
+import { DEFAULT_IDENTITY, apertureBarSize } from '../../src/device/gpu-device.js';
 import { CapId, Cfg } from '../../src/device/pci.js';
 import { DeviceFlag, DmaMapFlag, IrqIndex, IrqInfoFlag, IrqSetFlag, RegionIndex } from '../../src/wire/constants.js';
 import { FakeBar0, FakeMemory, makeDevice } from './fakes.js';
@@ -183,7 +183,7 @@ describe('GpuDevice regions', () => {
     const { device } = makeDevice({ apertureSize: 96 * MiB + 100 });
     expect(device.region(RegionIndex.BAR0)!.size).toBe(16 * MiB);
     expect(device.region(RegionIndex.BAR2)!.size).toBe(128 * MiB);
-    expect(device.region(APERTURE_BAR)).toBe(device.aperture);
+    expect(device.region(RegionIndex.BAR2)).toBe(device.aperture);
     expect(device.region(RegionIndex.CONFIG)!.size).toBe(4096);
     for (const i of [RegionIndex.BAR1, RegionIndex.BAR3, RegionIndex.BAR4, RegionIndex.BAR5, RegionIndex.ROM, RegionIndex.VGA, 9, 100]) {
       expect(device.region(i)).toBeNull();

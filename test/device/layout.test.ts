@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isPowerOfTwo } from '../../src/device/bar-registers.js';
+import { isPowerOfTwo } from '../../src/common/arith.js';
 import {
   deviceIdMismatch,
   GH_MIN_MEMORY,

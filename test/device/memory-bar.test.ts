@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MemoryBar } from '../../src/device/memory-bar.js';
-import { alignDown, alignUp, subtractArea } from '../../src/device/region.js';
+import { alignDown, alignUp } from '../../src/common/arith.js';
+import { subtractArea } from '../../src/device/region.js';
 import { FakeMemory } from './fakes.js';
 
 const PAGE = 4096;

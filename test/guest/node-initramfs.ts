@@ -107,7 +107,7 @@ function sharedLibraries(executable: string): string[] {
 }
 
 /** Production dependencies of the package at `dir`, resolved like Node does (nested first, then hoisted). */
-function productionPackages(root: string): string[] {
+export function productionPackages(root: string): string[] {
   const found = new Set<string>();
   const visit = (pkgDir: string): void => {
     const pkg = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
@@ -165,7 +165,7 @@ function kernelOf(o: NodeInitramfsOptions): string {
   return o.kernel;
 }
 
-function filesUnder(dir: string): string[] {
+export function filesUnder(dir: string): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseBar0Spec } from '../../src/backends/bar0-source.js';
+import { parseBar0Spec } from '../../src/cli/parse.js';
 import { startDaemon, type Running, type ServeOptions } from '../../src/cli/serve.js';
 
 export interface TestDaemon {

@@ -4,7 +4,6 @@ import fs from 'node:fs';
 import { native } from '../../src/native/native.js';
 import { Command, DmaMapFlag, Flag, HEADER_SIZE, IrqSetFlag, MsgType, RegionIndex } from '../../src/wire/constants.js';
 import {
-  encodeDeviceFeature,
   encodeDeviceGetInfo,
   encodeDeviceReset,
   encodeDmaMap,
@@ -16,8 +15,19 @@ import {
   encodeVersion,
   encodeWriteMulti,
   writeU32,
+  writeHeader,
   writeU64,
 } from '../../src/wire/serializer.js';
+
+/** DEVICE_FEATURE (argsz, flags, data), which the daemon does not support: only clients of tests send it. */
+export function encodeDeviceFeature(id: number, argsz: number, flags: number, data: Uint8Array = new Uint8Array()): Buffer {
+  const buf = Buffer.alloc(HEADER_SIZE + 8 + data.length);
+  writeHeader(buf, 0, id, Command.DEVICE_FEATURE, buf.length, MsgType.COMMAND);
+  writeU32(buf, HEADER_SIZE, argsz);
+  writeU32(buf, HEADER_SIZE + 4, flags);
+  buf.set(data, HEADER_SIZE + 8);
+  return buf;
+}
 
 /** Small, fast, seedable PRNG (mulberry32). */
 export class Rng {

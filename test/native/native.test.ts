@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as mod from '../../src/native/native.js';
+import { Limits } from '../../src/wire/constants.js';
 
 const constants = [
   'READABLE',
@@ -61,6 +62,10 @@ describe('native loader', () => {
     expect(mod.MAP_SHARED).toBe(1);
     expect(mod.MAP_PRIVATE).toBe(2);
     expect(mod.PROT_READ | mod.PROT_WRITE).toBe(3);
+  });
+
+  it('takes as many fds per message as the protocol advertises (NV_MAX_FDS is Limits.MAX_MSG_FDS)', () => {
+    expect(mod.native.MAX_FDS).toBe(Limits.MAX_MSG_FDS);
   });
 
   it('resolves the addon two levels above the module', () => {

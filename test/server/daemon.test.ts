@@ -198,7 +198,7 @@ describe('daemon over a real socket', () => {
   });
 
   it('answers DEVICE_FEATURE with an error', async () => {
-    const { encodeDeviceFeature } = await import('../../src/wire/serializer.js');
+    const { encodeDeviceFeature } = await import('../helpers/fuzz-messages.js');
     await expect(client.request(encodeDeviceFeature(client.id(), 16, (1 << 16) | 1))).rejects.toMatchObject({ errno: 95 });
   });
 });

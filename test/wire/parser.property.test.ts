@@ -4,7 +4,6 @@ import { Errno, HEADER_SIZE, MsgType, RegionCap, Size } from '../../src/wire/con
 import { WireError } from '../../src/wire/errors.js';
 import type { Capabilities, RegionAccess } from '../../src/wire/messages.js';
 import {
-  decodeDeviceFeature,
   decodeDeviceInfo,
   decodeDmaMap,
   decodeDmaUnmap,
@@ -20,7 +19,6 @@ import {
   readU64,
 } from '../../src/wire/parser.js';
 import {
-  encodeDeviceFeature,
   encodeDeviceInfoReply,
   encodeDmaMap,
   encodeDmaUnmap,
@@ -91,7 +89,6 @@ describe('decoders throw nothing but WireError on arbitrary input', () => {
     ['decodeDeviceInfo', Size.DEVICE_INFO, decodeDeviceInfo],
     ['decodeIrqInfo', Size.IRQ_INFO, decodeIrqInfo],
     ['decodeIrqSet', Size.IRQ_SET, decodeIrqSet],
-    ['decodeDeviceFeature', Size.DEVICE_FEATURE, decodeDeviceFeature],
     ['decodeVersion', Size.VERSION_MIN, decodeVersion],
     ['decodeRegionInfo', Size.REGION_INFO, decodeRegionInfo],
   ] as const)('%s', (_name, size, decode) => {
@@ -420,19 +417,6 @@ describe('round trips', () => {
           expect(b.length - HEADER_SIZE).toBe(withCaps ? full : 32);
         },
       ),
-      RUNS,
-    );
-  });
-
-  it('DEVICE_FEATURE', () => {
-    fc.assert(
-      fc.property(u16, u32, u32, fc.uint8Array({ maxLength: 32 }), (id, argsz, flags, data) => {
-        const b = encodeDeviceFeature(id, argsz, flags, data);
-        const f = decodeDeviceFeature(b, HEADER_SIZE, b.length - HEADER_SIZE);
-        expect(f.argsz).toBe(argsz);
-        expect(f.flags).toBe(flags);
-        expect([...f.data]).toEqual([...data]);
-      }),
       RUNS,
     );
   });

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { Errno, HEADER_SIZE, RegionCap, Size } from '../../src/wire/constants.js';
+import { Errno, HEADER_SIZE, IrqIndex, IrqSetFlag, RegionCap, Size } from '../../src/wire/constants.js';
 import { WireError } from '../../src/wire/errors.js';
-import type { RegionAccess } from '../../src/wire/messages.js';
+import type { IrqSet, RegionAccess } from '../../src/wire/messages.js';
 import {
-  decodeDeviceFeature,
+  checkIrqSet,
   decodeDeviceInfo,
   decodeDmaMap,
   decodeDmaUnmap,
@@ -116,7 +116,6 @@ describe('fixed-size decoders refuse short payloads with EINVAL', () => {
     ['SET_IRQS', Size.IRQ_SET, (len) => decodeIrqSet(big, 0, len)],
     ['region access', Size.REGION_ACCESS, (len) => decodeRegionAccess(big, 0, len, false, access())],
     ['write multi', Size.WRITE_MULTI_COUNT, (len) => decodeWriteMultiCount(big, 0, len, 200)],
-    ['DEVICE_FEATURE', Size.DEVICE_FEATURE, (len) => decodeDeviceFeature(big, 0, len)],
   ];
   for (const [name, min, decode] of cases) {
     it(`${name}: ${min - 1} bytes and 0 bytes are refused`, () => {
@@ -337,6 +336,54 @@ describe('decodeIrqSet', () => {
   });
 });
 
+describe('checkIrqSet: the shape of a SET_IRQS and its fds', () => {
+  const { DATA_NONE, DATA_BOOL, DATA_EVENTFD, ACTION_MASK, ACTION_UNMASK, ACTION_TRIGGER } = IrqSetFlag;
+  const req = (flags: number, index: number, start: number, count: number, bools: number[] = []): IrqSet => ({
+    argsz: 20 + bools.length,
+    flags,
+    index,
+    start,
+    count,
+    bools: Uint8Array.from(bools),
+  });
+  const invalid: [string, IrqSet, number[]][] = [
+    ['two data types', req(DATA_NONE | DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1, [1]), []],
+    ['no data type', req(ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), []],
+    ['two actions', req(DATA_NONE | ACTION_MASK | ACTION_TRIGGER, IrqIndex.INTX, 0, 1), []],
+    ['no action', req(DATA_NONE, IrqIndex.MSIX, 0, 1), []],
+    ['unknown flag bits', req(DATA_NONE | ACTION_TRIGGER | (1 << 6), IrqIndex.MSIX, 0, 1), []],
+    ['high unknown flag bit', req(DATA_NONE | ACTION_TRIGGER | 0x80000000, IrqIndex.MSIX, 0, 1), []],
+    ['fewer fds than count', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 3), [50, 51]],
+    ['more fds than count', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), [50, 51]],
+    ['fds with DATA_NONE', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), [50]],
+    ['fds with DATA_BOOL', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1, [1]), [50]],
+    ['BOOL array shorter than count', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 3, [1, 1]), []],
+    ['BOOL array empty', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), []],
+    ['argsz below 20', { ...req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 1), argsz: 19 }, []],
+    ['count 0 with DATA_BOOL', req(DATA_BOOL | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), []],
+    ['count 0 with DATA_EVENTFD', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), []],
+    ['count 0 with a start', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 1, 0), []],
+    ['count 0 with MASK', req(DATA_NONE | ACTION_MASK, IrqIndex.INTX, 0, 0), []],
+    ['count 0 with UNMASK', req(DATA_NONE | ACTION_UNMASK, IrqIndex.INTX, 0, 0), []],
+    ['count 0 disable with fds attached', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), [50]],
+  ];
+  for (const [name, request, fds] of invalid) {
+    it(`refuses ${name}`, () => expectEinval(() => checkIrqSet(request, fds.length)));
+  }
+
+  it.each([
+    ['eventfds for every vector', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 2), 2],
+    ['no eventfds: de-assign', req(DATA_EVENTFD | ACTION_TRIGGER, IrqIndex.MSIX, 0, 2), 0],
+    ['a disable', req(DATA_NONE | ACTION_TRIGGER, IrqIndex.MSIX, 0, 0), 0],
+    ['bools for every vector', req(DATA_BOOL | ACTION_MASK, IrqIndex.INTX, 0, 1, [1]), 0],
+    ['an unmask', req(DATA_NONE | ACTION_UNMASK, IrqIndex.INTX, 0, 1), 0],
+    // vectors that do not exist are the device's to refuse
+    ['any index and range', req(DATA_NONE | ACTION_TRIGGER, 0xffffffff, 7, 9), 0],
+  ] as const)('accepts %s', (_name, request, fdCount) => {
+    expect(() => checkIrqSet(request, fdCount)).not.toThrow();
+  });
+});
+
 describe('decodeRegionAccess', () => {
   function req(count: number, data: number): Buffer {
     const b = Buffer.alloc(16 + data);
@@ -411,12 +458,3 @@ describe('REGION_WRITE_MULTI', () => {
   });
 });
 
-describe('decodeDeviceFeature', () => {
-  it('decodes argsz, flags and the data that follows', () => {
-    const b = Buffer.from([16, 0, 0, 0, 1, 0, 2, 0, 0xaa, 0xbb]);
-    const f = decodeDeviceFeature(b, 0, b.length);
-    expect(f.argsz).toBe(16);
-    expect(f.flags).toBe(0x20001);
-    expect([...f.data]).toEqual([0xaa, 0xbb]);
-  });
-});

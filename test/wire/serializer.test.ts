@@ -13,7 +13,6 @@ import {
 } from '../../src/wire/constants.js';
 import type { RegionAccess } from '../../src/wire/messages.js';
 import {
-  decodeDeviceFeature,
   decodeDeviceInfo,
   decodeDmaMap,
   decodeDmaUnmap,
@@ -28,7 +27,6 @@ import {
   decodeWriteMultiEntry,
 } from '../../src/wire/parser.js';
 import {
-  encodeDeviceFeature,
   encodeDeviceGetInfo,
   encodeDeviceInfoReply,
   encodeDeviceReset,
@@ -49,7 +47,6 @@ import {
   writeHeader,
   writeRegionReadReply,
   writeRegionWriteReply,
-  writeReplyHeader,
   writeU16,
   writeU32,
   writeU64,
@@ -106,12 +103,6 @@ describe('headers and simple replies', () => {
     expect(writeErrorReply(b, 0, 9, Command.REGION_READ, 22)).toBe(HEADER_SIZE);
     expect(decodeHeader(b)).toEqual({ id: 9, command: Command.REGION_READ, size: 16, flags: MsgType.REPLY | Flag.ERROR, error: 22 });
     expect(b[16]).toBe(0xee);
-  });
-
-  it('writeReplyHeader marks a reply with no error', () => {
-    const b = Buffer.alloc(16, 0xff);
-    writeReplyHeader(b, 3, Command.DEVICE_RESET, 16);
-    expect(decodeHeader(b)).toEqual({ id: 3, command: Command.DEVICE_RESET, size: 16, flags: MsgType.REPLY, error: 0 });
   });
 
   it('empty and echo replies', () => {
@@ -310,7 +301,7 @@ describe('round trips', () => {
     expect(decodeVersion(b, HEADER_SIZE, payloadLen(b)).capabilities).toEqual({ names: [] });
   });
 
-  it('DEVICE_GET_INFO, index queries, DEVICE_RESET, DEVICE_FEATURE', () => {
+  it('DEVICE_GET_INFO, index queries, DEVICE_RESET', () => {
     const g = encodeDeviceGetInfo(1);
     expect(header(g)).toMatchObject({ command: Command.DEVICE_GET_INFO });
     expect(decodeDeviceInfo(g, HEADER_SIZE, payloadLen(g))).toEqual({ argsz: 16, flags: 0, numRegions: 0, numIrqs: 0 });
@@ -323,11 +314,5 @@ describe('round trips', () => {
     const r = encodeDeviceReset(3);
     expect(r.length).toBe(HEADER_SIZE);
     expect(header(r)).toMatchObject({ command: Command.DEVICE_RESET, flags: MsgType.COMMAND });
-
-    const f = encodeDeviceFeature(4, 24, 0x10003, Uint8Array.from([5, 6]));
-    const d = decodeDeviceFeature(f, HEADER_SIZE, payloadLen(f));
-    expect(d.argsz).toBe(24);
-    expect(d.flags).toBe(0x10003);
-    expect([...d.data]).toEqual([5, 6]);
   });
 });

@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '../../native/native.js';
+import { DmaMapFlag } from '../../wire/constants.js';
 import { VfioSetupError } from './host-error.js';
 import { IommuDma, type Iommu } from './iommu-dma.js';
 import { parseBdf, pciDeviceDir, SYSTEM_PATHS, type HostPaths } from './pci-address.js';
 import {
-  DmaMapFlag,
   GroupFlag,
   IoasMapFlag,
   IommufdIoctl,
@@ -26,6 +26,7 @@ import {
   ioasUnmap,
 } from './uapi.js';
 import { VfioFunction } from './vfio-function.js';
+import { serviceDropInHint } from '../service-hint.js';
 
 export interface OpenVfioOptions {
   paths?: HostPaths;
@@ -97,6 +98,8 @@ function openNode(p: string, what: string): number {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EACCES' || code === 'EPERM') {
+      const hint = serviceDropInHint(err, 'vfio.conf', 'DeviceAllow= for /dev/vfio and /dev/iommu, LimitMEMLOCK=infinity, CAP_IPC_LOCK');
+      if (hint !== null) throw new VfioSetupError(`no permission on ${p} (${what}): ${hint}`);
       throw new VfioSetupError(`no permission on ${p} (${what}): run the daemon as root, or give its user the node (chown USER ${p}; a udev rule keeps it across reboots)`);
     }
     if (code === 'EBUSY') throw new VfioSetupError(`${p} (${what}) is in use by another process (a QEMU or another daemon holding this device)`);

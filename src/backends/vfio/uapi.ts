@@ -1,6 +1,9 @@
 // The host VFIO and iommufd kernel interfaces (<linux/vfio.h>, <linux/iommufd.h>):
 // ioctl numbers and the byte layout of their structures. Pure: no I/O here, so
-// every layout is unit tested against the C headers.
+// every layout is unit tested against the C headers. The device, region and DMA
+// flags are the ones vfio-user reuses: wire/constants.ts holds them for both.
+import { RegionCap, RegionFlag } from '../../wire/constants.js';
+import type { SparseArea } from '../../wire/messages.js';
 
 /** _IO(type, nr): VFIO and iommufd encode neither a size nor a direction. */
 function io(type: number, nr: number): number {
@@ -42,10 +45,8 @@ export const VFIO_API_VERSION = 0;
 export const VfioIommuType = { TYPE1: 1, TYPE1v2: 3 } as const;
 
 export const GroupFlag = { VIABLE: 1 << 0, CONTAINER_SET: 1 << 1 } as const;
-export const DeviceInfoFlag = { RESET: 1 << 0, PCI: 1 << 1 } as const;
-export const RegionInfoFlag = { READ: 1 << 0, WRITE: 1 << 1, MMAP: 1 << 2, CAPS: 1 << 3 } as const;
-export const RegionInfoCap = { SPARSE_MMAP: 1, TYPE: 2, MSIX_MAPPABLE: 3 } as const;
-export const DmaMapFlag = { READ: 1 << 0, WRITE: 1 << 1 } as const;
+/** Region capabilities of the host kernel: vfio-user's, and one more. */
+export const RegionInfoCap = { ...RegionCap, MSIX_MAPPABLE: 3 } as const;
 export const IoasMapFlag = { FIXED_IOVA: 1 << 0, WRITEABLE: 1 << 1, READABLE: 1 << 2 } as const;
 
 export const StructSize = {
@@ -108,13 +109,8 @@ export function deviceInfoRequest(): Buffer {
   return b;
 }
 
-export function decodeDeviceInfo(b: Buffer): VfioDeviceInfo {
+export function decodeVfioDeviceInfo(b: Buffer): VfioDeviceInfo {
   return { flags: b.readUInt32LE(4), numRegions: b.readUInt32LE(8), numIrqs: b.readUInt32LE(12) };
-}
-
-export interface SparseArea {
-  offset: number;
-  size: number;
 }
 
 export interface VfioRegionInfo {
@@ -140,7 +136,7 @@ export function regionInfoRequest(index: number, argsz: number = StructSize.REGI
 }
 
 /** Decodes a region info reply, following its capability chain when it fits in the buffer. */
-export function decodeRegionInfo(b: Buffer): VfioRegionInfo {
+export function decodeVfioRegionInfo(b: Buffer): VfioRegionInfo {
   const info: VfioRegionInfo = {
     argsz: b.readUInt32LE(0),
     flags: b.readUInt32LE(4),
@@ -150,7 +146,7 @@ export function decodeRegionInfo(b: Buffer): VfioRegionInfo {
     sparse: null,
     msixMappable: false,
   };
-  if (!(info.flags & RegionInfoFlag.CAPS) || info.argsz > b.length) return info;
+  if (!(info.flags & RegionFlag.CAPS) || info.argsz > b.length) return info;
   let at = b.readUInt32LE(12);
   for (let hops = 0; at !== 0 && hops < 64; hops++) {
     if (at < StructSize.REGION_INFO || at + 8 > b.length) throw new RangeError(`region ${info.index}: capability at ${at} outside the ${b.length}-byte info`);
@@ -184,7 +180,7 @@ export function irqInfoRequest(index: number): Buffer {
   return b;
 }
 
-export function decodeIrqInfo(b: Buffer): VfioIrqInfo {
+export function decodeVfioIrqInfo(b: Buffer): VfioIrqInfo {
   return { flags: b.readUInt32LE(4), index: b.readUInt32LE(8), count: b.readUInt32LE(12) };
 }
 

@@ -1,16 +1,15 @@
 import fs from 'node:fs';
 import type { HostFunction, HostIrq, HostRegion } from '../../device/host-function.js';
 import { native } from '../../native/native.js';
+import { DeviceFlag, RegionFlag } from '../../wire/constants.js';
 import { HostError } from './host-error.js';
 import type { IommuDma } from './iommu-dma.js';
 import {
-  DeviceInfoFlag,
-  RegionInfoFlag,
   StructSize,
   VfioIoctl,
-  decodeDeviceInfo,
-  decodeIrqInfo,
-  decodeRegionInfo,
+  decodeVfioDeviceInfo,
+  decodeVfioIrqInfo,
+  decodeVfioRegionInfo,
   deviceInfoRequest,
   irqInfoRequest,
   irqSet,
@@ -38,14 +37,14 @@ export class VfioFunction implements HostFunction {
     readonly dma: IommuDma | null,
     private readonly release: () => void,
   ) {
-    const info = decodeDeviceInfo(this.ioctl(VfioIoctl.DEVICE_GET_INFO, deviceInfoRequest(), 'VFIO_DEVICE_GET_INFO'));
-    if (!(info.flags & DeviceInfoFlag.PCI)) throw new Error(`${description} is not a PCI device (VFIO device flags 0x${info.flags.toString(16)})`);
-    this.resettable = (info.flags & DeviceInfoFlag.RESET) !== 0;
+    const info = decodeVfioDeviceInfo(this.ioctl(VfioIoctl.DEVICE_GET_INFO, deviceInfoRequest(), 'VFIO_DEVICE_GET_INFO'));
+    if (!(info.flags & DeviceFlag.PCI)) throw new Error(`${description} is not a PCI device (VFIO device flags 0x${info.flags.toString(16)})`);
+    this.resettable = (info.flags & DeviceFlag.RESET) !== 0;
     for (let i = 0; i < Math.min(info.numRegions, PCI_REGIONS); i++) {
       const r = this.regionInfo(i);
       if (r === null || r.size === 0) continue;
       let mmap: HostRegion['mmap'] = null;
-      if (r.flags & RegionInfoFlag.MMAP) {
+      if (r.flags & RegionFlag.MMAP) {
         const areas = (r.sparse ?? [{ offset: 0, size: r.size }]).filter((a) => a.size > 0);
         if (areas.length > 0) mmap = { fd, fdOffset: r.offset, areas };
       }
@@ -53,13 +52,13 @@ export class VfioFunction implements HostFunction {
         index: i,
         size: r.size,
         offset: r.offset,
-        readable: (r.flags & RegionInfoFlag.READ) !== 0,
-        writable: (r.flags & RegionInfoFlag.WRITE) !== 0,
+        readable: (r.flags & RegionFlag.READ) !== 0,
+        writable: (r.flags & RegionFlag.WRITE) !== 0,
         mmap,
       };
     }
     for (let i = 0; i < info.numIrqs; i++) {
-      const irq = decodeIrqInfo(this.ioctl(VfioIoctl.DEVICE_GET_IRQ_INFO, irqInfoRequest(i), 'VFIO_DEVICE_GET_IRQ_INFO'));
+      const irq = decodeVfioIrqInfo(this.ioctl(VfioIoctl.DEVICE_GET_IRQ_INFO, irqInfoRequest(i), 'VFIO_DEVICE_GET_IRQ_INFO'));
       this.irqs[i] = { flags: irq.flags, count: irq.count };
     }
   }
@@ -134,7 +133,7 @@ export class VfioFunction implements HostFunction {
         throw new HostError(`${this.description}: VFIO_DEVICE_GET_REGION_INFO ${index} failed: ${(err as Error).message}`, (err as { errno?: number }).errno ?? 5);
       }
       const b = req;
-      const info = decodeRegionInfo(b);
+      const info = decodeVfioRegionInfo(b);
       if (info.argsz <= argsz || argsz > StructSize.REGION_INFO) return info;
       argsz = info.argsz;
     }
