@@ -371,12 +371,32 @@ static napi_value send_msg(napi_env env, napi_callback_info info) {
   return nv_number(env, n);
 }
 
+/* peerHungUp(fd): boolean -- the peer has closed its end, or at least shut
+ * down writing (so a read will come to EOF), or the socket has an error. Never
+ * blocks and reads nothing. */
+static napi_value peer_hung_up(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int fd;
+  if (!nv_args(env, info, 1, argv, NULL, NULL)) return NULL;
+  if (!nv_get_fd(env, argv[0], "fd", &fd)) return NULL;
+  struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+  int n;
+  do {
+    n = poll(&p, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return nv_throw_errno(env, errno, "poll", NULL);
+  if (p.revents & POLLNVAL) return nv_throw_errno(env, EBADF, "poll", NULL);
+  napi_value out;
+  NV_CALL(env, napi_get_boolean(env, (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) != 0, &out));
+  return out;
+}
+
 bool nv_init_socket(napi_env env, napi_value exports) {
   const napi_property_descriptor props[] = {
       NV_FN("listenUnix", listen_unix), NV_FN("connectUnix", connect_unix),
       NV_FN("accept", accept_conn),     NV_FN("peerCred", peer_cred),
       NV_FN("socketPair", socket_pair), NV_FN("recvMsg", recv_msg),
-      NV_FN("sendMsg", send_msg),
+      NV_FN("sendMsg", send_msg),       NV_FN("peerHungUp", peer_hung_up),
   };
   /* the TypeScript side checks its Limits.MAX_MSG_FDS against this */
   return nv_define_functions(env, exports, props, sizeof props / sizeof props[0]) &&

@@ -6,7 +6,7 @@ import { SCRUB_MODES } from '../device/memory-scrub.js';
 import { LAYOUT_NAMES, LayoutError } from '../device/layout.js';
 import { DEFAULT_APERTURE_SIZE } from '../backends/aperture.js';
 import { DEFAULT_MAX_CLIENT_FDS } from '../server/fd-limits.js';
-import { DEFAULT_TENANT_EXIT_TIMEOUT_MS, serve, type ServeOptions } from './serve.js';
+import { DEFAULT_NEGOTIATE_TIMEOUT_MS, DEFAULT_TENANT_EXIT_TIMEOUT_MS, serve, type ServeOptions } from './serve.js';
 import { deviceFlagValues } from './device-flags.js';
 import { optionsFromEnv } from './env-options.js';
 import { addServiceCommands, asArgument, listenFdOrUsageError } from './service-commands.js';
@@ -74,6 +74,7 @@ function addServeCommand(p: Command): Command {
     .option('--allow-uid <uid>', 'only this peer uid may attach (name or uid; repeatable)', (v: string, prev: number[]) => [...prev, parseUid(v)], [] as number[])
     .option('--max-client-fds <n>', `client fds (DMA maps, eventfds) the daemon holds at once; more are refused with EMFILE (default ${DEFAULT_MAX_CLIENT_FDS}, lowered to fit RLIMIT_NOFILE)`, (v: string) => parseCount(v))
     .option('--tenant-exit-timeout <seconds>', 'a new client waits this long for the previous client\'s process to exit (it may still map the aperture), else it is refused; 0: no waiting', (v: string) => parseCount(v, 0), DEFAULT_TENANT_EXIT_TIMEOUT_MS / 1000)
+    .option('--negotiate-timeout <seconds>', 'a client that has not finished VERSION this long after connecting is dropped (an idle client that has is never dropped); 0: no limit', (v: string) => parseCount(v, 0), DEFAULT_NEGOTIATE_TIMEOUT_MS / 1000)
     .addOption(new Option('--scrub <when>', 'zero the aperture memory so the next tenant cannot read it').choices(SCRUB_MODES).default('never'))
     .option('--aperture-size <size>', 'bytes of coherent memory (K, M, G, T suffixes); each memory BAR is its part rounded up to a power of two (a device-dax without it: the rest of the device)', parseSize, DEFAULT_APERTURE_SIZE)
     .option('--aperture-base <addr>', 'host physical base of the memory: the offset into the backing', parseAddress, 0)
@@ -121,6 +122,7 @@ function serveOptions(o: Record<string, any>, cmd: Command): ServeOptions {
     scrub: o['scrub'],
     maxClientFds: o['maxClientFds'],
     tenantExitTimeoutMs: o['tenantExitTimeout'] * 1000,
+    negotiateTimeoutMs: o['negotiateTimeout'] * 1000,
     ...deviceFlagValues(o, cmd),
     logLevel: o['logLevel'],
     readyWait: o['readyWait'],

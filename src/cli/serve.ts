@@ -40,6 +40,8 @@ export interface ServeOptions extends DeviceFlags {
    * before it is refused (default 10 s; 0: no waiting).
    */
   tenantExitTimeoutMs?: number;
+  /** A client must finish VERSION this long after it is admitted, or it is dropped (default 5 s; 0: no limit). */
+  negotiateTimeoutMs?: number;
   /** Framing limits and stall timeouts of client connections (tests make them small). */
   limits?: ConnectionLimits;
   /** For tests: the CPU architecture start-up warnings are for. */
@@ -64,6 +66,7 @@ export interface Running {
 }
 
 export const DEFAULT_TENANT_EXIT_TIMEOUT_MS = 10_000;
+export const DEFAULT_NEGOTIATE_TIMEOUT_MS = 5_000;
 
 /** What the daemon tells its service manager, and the logger to use. */
 export interface DaemonHooks {
@@ -165,6 +168,7 @@ function createDaemon(opts: ServeOptions, built: BuiltDevice, log: Logger, hooks
     socketGroup: opts.socketGroup,
     allowUids: opts.allowUids ?? [],
     tenantExitTimeoutMs: opts.tenantExitTimeoutMs ?? DEFAULT_TENANT_EXIT_TIMEOUT_MS,
+    negotiateTimeoutMs: opts.negotiateTimeoutMs ?? DEFAULT_NEGOTIATE_TIMEOUT_MS,
     onClientGone: restoreSizes,
     ...(opts.limits ? { limits: opts.limits } : {}),
     // a tenant process that lives on may have resized the file since it left: zeroing
@@ -267,6 +271,15 @@ function deviceLabels({ aperture, device }: BuiltDevice): DeviceLabels {
 export async function serve(opts: ServeOptions): Promise<number> {
   const log = createLogger(opts.logLevel);
   const notifier = ServiceNotifier.fromEnv(log);
+  // Installed before the socket exists: a SIGTERM that comes as soon as it does
+  // (or during a start-up scrub) must stop the daemon cleanly, not kill it with
+  // Node's default action and leave the socket file behind. The handlers stay for
+  // good: a second SIGTERM (timeout(1) sends two) must not kill a shutdown in progress.
+  let requestStop!: () => void;
+  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
+  const onStopSignal = () => requestStop();
+  process.on('SIGTERM', onStopSignal);
+  process.on('SIGINT', onStopSignal);
   // Bound first, so a busy port fails the start before systemd hears READY=1.
   let registry: Registry | null = null;
   const metrics = opts.metricsListen ? await startMetricsServer(() => registry, opts.metricsListen) : null;
@@ -279,6 +292,8 @@ export async function serve(opts: ServeOptions): Promise<number> {
     });
     await running.ready;
   } catch (err) {
+    process.off('SIGTERM', onStopSignal);
+    process.off('SIGINT', onStopSignal);
     await metrics?.close();
     throw err;
   }
@@ -292,12 +307,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
   notifier.startWatchdog();
   const onUsr1 = () => log.info(countersSummary(daemon), 'counters');
   process.on('SIGUSR1', onUsr1);
-  // The handlers stay for good: a second SIGTERM (timeout(1) sends two) must not
-  // kill a shutdown in progress with Node's default action.
-  await new Promise<void>((resolve) => {
-    process.on('SIGTERM', () => resolve());
-    process.on('SIGINT', () => resolve());
-  });
+  await stopRequested;
   notifier.stopping();
   process.off('SIGUSR1', onUsr1);
   running.stop();

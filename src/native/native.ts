@@ -94,6 +94,12 @@ export interface NativeBinding {
    * Allocates no JS objects when fds is null.
    */
   sendMsg(fd: number, buf: Uint8Array, offset: number, length: number, fds: readonly number[] | null): number;
+  /**
+   * Whether the peer of a connected socket has closed it, or shut down its
+   * writing (reading will come to EOF), or the socket has an error: a
+   * zero-timeout poll() for POLLHUP, POLLRDHUP and POLLERR. Reads nothing.
+   */
+  peerHungUp(fd: number): boolean;
 
   // --- fds -----------------------------------------------------------------
   /** close(); EINTR is ignored (the fd is gone anyway on Linux), EBADF throws. */

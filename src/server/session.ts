@@ -51,6 +51,11 @@ import { native } from '../native/native.js';
 import type { Counters } from './counters.js';
 import type { Connection, MessageSink } from '../transport/connection.js';
 
+/** A buffer for a session's replies (the largest is a REGION_READ of max_data_xfer_size). */
+export function newReplyBuffer(): Buffer {
+  return Buffer.allocUnsafeSlow(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
+}
+
 /** Minimal view of the connection the session replies through. */
 export type ReplyChannel = Pick<Connection, 'send' | 'close'>;
 
@@ -63,8 +68,12 @@ export class Session implements MessageSink {
   private negotiated = false;
   private clientCaps: Capabilities | null = null;
   private writeMultiple = false;
-  /** Reused for REGION_READ/WRITE replies: the trapped path allocates nothing. */
-  private readonly replyBuf = Buffer.allocUnsafe(HEADER_SIZE + Size.REGION_ACCESS + Limits.MAX_DATA_XFER_SIZE);
+  /**
+   * Reused for REGION_READ/WRITE replies: the trapped path allocates nothing.
+   * Each reply is written and sent (or copied into the send queue) at once, so
+   * one buffer may serve every session of a daemon.
+   */
+  private readonly replyBuf: Buffer;
   private readonly access: RegionAccess = { offset: 0, region: 0, count: 0, dataOffset: -1 };
   private readonly traceAccess: boolean;
   /** This client's own open files of the mappable regions (see GpuDevice.reopenForClient). */
@@ -82,8 +91,15 @@ export class Session implements MessageSink {
     private readonly log: Logger,
     private readonly counters: Counters,
     private readonly onEnd: (reason: string, error?: Error) => void = () => {},
+    replyBuf: Buffer = newReplyBuffer(),
   ) {
+    this.replyBuf = replyBuf;
     this.traceAccess = log.isLevelEnabled('trace');
+  }
+
+  /** VERSION has been agreed. */
+  get isNegotiated(): boolean {
+    return this.negotiated;
   }
 
   get capabilities(): Capabilities | null {
@@ -110,6 +126,11 @@ export class Session implements MessageSink {
     } catch (err) {
       this.fail(h, err, noReply);
     }
+  }
+
+  /** A message the connection cannot take (too many fds): its error reply goes out before the close. */
+  onBroken(h: Header, reason: string): void {
+    this.fail(h, new WireError(Errno.EINVAL, reason), (h.flags & Flag.NO_REPLY) !== 0);
   }
 
   onClose(reason: string, error?: Error): void {

@@ -1,4 +1,5 @@
 import { native, type Poller } from '../native/native.js';
+import { sizeClass, type BufferPool } from './buffer-pool.js';
 import { HEADER_SIZE, Limits } from '../wire/constants.js';
 import { decodeHeader, readU32 } from '../wire/parser.js';
 import type { Header } from '../wire/messages.js';
@@ -19,6 +20,12 @@ export interface MessageSink {
    */
   onMessage(header: Header, buf: Buffer, at: number, fds: number[]): void | Promise<void>;
   onClose(reason: string, error?: Error): void;
+  /**
+   * The message with this header broke a framing rule (more fds than one
+   * message may carry) and the connection closes right after: a chance to
+   * answer it with an error first. Only called when its header has arrived.
+   */
+  onBroken?(header: Header, reason: string): void;
 }
 
 export interface ConnectionLimits {
@@ -61,6 +68,7 @@ interface FdBatch {
   fds: number[];
 }
 
+const EMPTY = Buffer.alloc(0);
 /** Receive buffer to start with; grown for larger messages. */
 const INITIAL_BUFFER = 64 * 1024;
 /** Below this much free space at the end, buffered bytes move to the front before a read. */
@@ -86,7 +94,7 @@ const MIN_READ_SPACE = 4096;
  */
 export class Connection {
   private readonly poller: Poller;
-  private recvBuf = Buffer.allocUnsafe(INITIAL_BUFFER);
+  private recvBuf: Buffer;
   private readonly fdScratch = new Int32Array(Limits.MAX_MSG_FDS + 1);
   private readonly header: Header = { id: 0, command: 0, size: 0, flags: 0, error: 0 };
   /** Buffer index of the next message to hand out, and of the end of received bytes. */
@@ -113,12 +121,25 @@ export class Connection {
     readonly peer: PeerCredentials | null,
     private readonly sink: MessageSink,
     private readonly limits: ConnectionLimits = DEFAULT_LIMITS,
+    /** Where the receive buffer and queued reply chunks come from and go back to (the daemon's, shared by its clients). */
+    private readonly pool: BufferPool | null = null,
   ) {
+    this.recvBuf = this.alloc(INITIAL_BUFFER);
     this.poller = native.createPoller(fd, (status, events) => this.onEvents(status, events));
   }
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** The peer has closed (or stopped writing to) the connection, which ends once its last bytes are read. */
+  peerHungUp(): boolean {
+    if (this.closed) return true;
+    try {
+      return native.peerHungUp(this.fd);
+    } catch {
+      return true;
+    }
   }
 
   get backlogBytes(): number {
@@ -156,8 +177,11 @@ export class Connection {
     this.poller.close();
     for (const b of this.fdBatches.splice(0)) this.closeFds(b.fds);
     // Queued fds are the daemon's own (region fds), not the client's: they stay open.
-    this.outQueue.length = 0;
+    for (const p of this.outQueue.splice(0)) this.pool?.give(p.data);
     this.queuedBytes = 0;
+    this.pool?.give(this.recvBuf);
+    this.recvBuf = EMPTY;
+    this.head = this.end = 0;
     try {
       native.closeFd(this.fd);
     } catch {
@@ -173,13 +197,17 @@ export class Connection {
       tail.data.set(bytes, tail.end);
       tail.end += bytes.length;
     } else {
-      const data = Buffer.allocUnsafe(Math.max(CHUNK, bytes.length));
+      const data = this.alloc(Math.max(CHUNK, bytes.length));
       data.set(bytes, 0);
       this.outQueue.push({ data, start: 0, end: bytes.length, fds });
     }
     this.queuedBytes += bytes.length;
     this.updatePolling();
     this.armStall();
+  }
+
+  private alloc(size: number): Buffer {
+    return this.pool ? this.pool.take(size) : Buffer.allocUnsafe(sizeClass(size));
   }
 
   private trySend(buf: Uint8Array, offset: number, length: number, fds: number[] | null): number {
@@ -203,6 +231,7 @@ export class Connection {
       head.start += n;
       if (head.start < head.end) break;
       this.outQueue.shift();
+      this.pool?.give(head.data);
     }
     if (this.outQueue.length === 0 && !this.midMessage()) this.clearStall();
     this.updatePolling();
@@ -281,8 +310,9 @@ export class Connection {
   private makeRoom(need: number): void {
     const pending = this.end - this.head;
     if (need > this.recvBuf.length) {
-      const bigger = Buffer.allocUnsafe(need);
+      const bigger = this.alloc(need);
       this.recvBuf.copy(bigger, 0, this.head, this.end);
+      this.pool?.give(this.recvBuf);
       this.recvBuf = bigger;
     } else {
       this.recvBuf.copyWithin(0, this.head, this.end);
@@ -310,14 +340,14 @@ export class Connection {
       return -1;
     }
     const nfds = this.fdScratch[0]!;
-    if (nfds < 0) {
-      // More fds than any message may carry: the kernel truncated them (and we closed what came).
-      this.close('too many file descriptors in one message');
-      return -1;
-    }
     if (n > 0) {
       this.end += n;
       this.moved += n;
+    }
+    if (nfds < 0) {
+      // More fds than any message may carry: the kernel truncated them (and we closed what came).
+      this.tooManyFds(this.messageAt(n > 0 ? this.end : at + 1));
+      return -1;
     }
     if (nfds > 0) {
       const fds: number[] = [];
@@ -335,14 +365,7 @@ export class Connection {
    * or else the one they continue).
    */
   private keepFds(fds: number[], to: number): void {
-    let owner = this.head;
-    for (let pos = this.head; pos < to; ) {
-      owner = pos;
-      if (pos + HEADER_SIZE > this.end) break;
-      const size = readU32(this.recvBuf, pos + 4);
-      if (size < HEADER_SIZE) break; // framing fails when this message comes up
-      pos += size;
-    }
+    const owner = this.messageAt(to);
     const at = this.base + owner;
     const last = this.fdBatches[this.fdBatches.length - 1];
     let count = fds.length;
@@ -352,7 +375,34 @@ export class Connection {
     } else {
       this.fdBatches.push({ at, fds });
     }
-    if (count > Limits.MAX_MSG_FDS) this.close('too many file descriptors for one message');
+    if (count > Limits.MAX_MSG_FDS) this.tooManyFds(owner);
+  }
+
+  /** Buffer index of the last message starting before `to` (or of the one the bytes up to `to` continue). */
+  private messageAt(to: number): number {
+    let owner = this.head;
+    for (let pos = this.head; pos < to; ) {
+      owner = pos;
+      if (pos + HEADER_SIZE > this.end) break;
+      const size = readU32(this.recvBuf, pos + 4);
+      if (size < HEADER_SIZE) break; // framing fails when this message comes up
+      pos += size;
+    }
+    return owner;
+  }
+
+  /** Closes the connection, answering the message at buffer index `at` first when its header is here. */
+  private tooManyFds(at: number): void {
+    const reason = `more than ${Limits.MAX_MSG_FDS} file descriptors in one message`;
+    if (this.sink.onBroken && at + HEADER_SIZE <= this.end) {
+      decodeHeader(this.recvBuf, at, this.header);
+      try {
+        this.sink.onBroken(this.header, reason);
+      } catch {
+        // closing anyway
+      }
+    }
+    this.close(reason);
   }
 
   private dispatch(size: number): void {

@@ -34,6 +34,14 @@ RECIPE="nvgrace-arm64-root v1 suite=${SUITE} arch=arm64 qemu-user=${QEMU_USER_SU
 STAMP_NAME=.nvgrace-arm64-root.stamp
 QEMU_DIR="$DIR.qemu-user"
 QEMU_BIN="$QEMU_DIR/qemu-aarch64"
+# QEMU from 9.0 on ignores QEMU_PAGESIZE (the emulated page is the host's); bookworm's 7.2
+# still reports another page size to the program, so the 16 KiB runs use it (see
+# test/arm64/arm64-root.ts, withPageSizeInterpreter).
+QEMU_PAGESIZE_SUITE=bookworm
+QEMU_PAGESIZE_PACKAGE=qemu-user-static
+QEMU_PAGESIZE_BIN="$QEMU_DIR/qemu-aarch64-pagesize"
+QEMU_STAMP="$QEMU_DIR/.stamp"
+QEMU_RECIPE="$QEMU_USER_SUITE/$QEMU_USER_PACKAGE $QEMU_PAGESIZE_SUITE/$QEMU_PAGESIZE_PACKAGE amd64"
 BINFMT=/proc/sys/fs/binfmt_misc
 BINFMT_NAME=qemu-aarch64
 # The ELF header of an aarch64 executable (as in QEMU's qemu-binfmt-conf.sh).
@@ -46,10 +54,11 @@ log() { printf 'provision-arm64: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # ------------------------------------------------------------------------- binfmt, CA
+# Either of our interpreters (a 16 KiB run switches to the other one for its duration).
 binfmt_ok() {
   [[ -f "$BINFMT/$BINFMT_NAME" ]] &&
     grep -qx 'enabled' "$BINFMT/$BINFMT_NAME" &&
-    grep -qx "interpreter $QEMU_BIN" "$BINFMT/$BINFMT_NAME" &&
+    grep -qx -e "interpreter $QEMU_BIN" -e "interpreter $QEMU_PAGESIZE_BIN" "$BINFMT/$BINFMT_NAME" &&
     grep -q '^flags: .*F' "$BINFMT/$BINFMT_NAME"
 }
 
@@ -102,12 +111,15 @@ print_versions() {
 }
 
 is_complete() {
-  [[ -f "$1/$STAMP_NAME" ]] && [[ "$(cat "$1/$STAMP_NAME")" == "$RECIPE" ]] &&
-    [[ -x "$QEMU_BIN" ]]
+  [[ -f "$1/$STAMP_NAME" ]] && [[ "$(cat "$1/$STAMP_NAME")" == "$RECIPE" ]]
+}
+
+qemu_complete() {
+  [[ -x "$QEMU_BIN" && -x "$QEMU_PAGESIZE_BIN" && "$(cat "$QEMU_STAMP" 2>/dev/null)" == "$QEMU_RECIPE" ]]
 }
 
 # Fast path.
-if is_complete "$DIR" && binfmt_ok; then
+if is_complete "$DIR" && qemu_complete && binfmt_ok; then
   [[ -w "$DIR/etc" ]] && install_ca "$DIR"
   print_versions "$DIR"
   exit 0
@@ -122,7 +134,7 @@ mkdir -p "$PARENT"
 
 exec {LOCK_FD}>"$PARENT/.$BASE.lock"
 flock "$LOCK_FD"
-if is_complete "$DIR"; then
+if is_complete "$DIR" && qemu_complete; then
   binfmt_ok || register_binfmt
   install_ca "$DIR"
   print_versions "$DIR"
@@ -232,36 +244,49 @@ for stale in "$DIR".tmp.* "$QEMU_DIR".tmp.*; do
 done
 shopt -u nullglob
 
-QEMU_STAMP="$QEMU_DIR/.stamp"
-QEMU_RECIPE="$QEMU_USER_SUITE/$QEMU_USER_PACKAGE amd64"
-if [[ ! -x "$QEMU_BIN" || "$(cat "$QEMU_STAMP" 2>/dev/null)" != "$QEMU_RECIPE" ]]; then
-  log "fetching $QEMU_USER_PACKAGE from $QEMU_USER_SUITE"
-  mkdir -p "$QTMP"/{etc,lists/partial,cache/archives/partial,deb,x}
-  : >"$QTMP/status"
-  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' \
-    "$MIRROR" "$QEMU_USER_SUITE" >"$QTMP/etc/sources.list"
-  APTO=(-o "Dir::Etc::sourcelist=$QTMP/etc/sources.list" -o Dir::Etc::sourceparts=-
-    -o "Dir::State::Lists=$QTMP/lists" -o "Dir::Cache=$QTMP/cache"
-    -o "Dir::State::status=$QTMP/status" -o APT::Architecture=amd64
+# fetch_qemu SUITE PACKAGE OUT: qemu-aarch64 of a Debian amd64 package, with a private apt state.
+fetch_qemu() {
+  local suite="$1" pkg="$2" out="$3" t="$QTMP/$1" src
+  log "fetching $pkg from $suite"
+  mkdir -p "$t"/{etc,lists/partial,cache/archives/partial,deb,x}
+  : >"$t/status"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$MIRROR" "$suite" >"$t/etc/sources.list"
+  local apto=(-o "Dir::Etc::sourcelist=$t/etc/sources.list" -o Dir::Etc::sourceparts=-
+    -o "Dir::State::Lists=$t/lists" -o "Dir::Cache=$t/cache"
+    -o "Dir::State::status=$t/status" -o APT::Architecture=amd64
     -o APT::Architectures::=amd64 -o Acquire::Languages=none -o APT::Sandbox::User=root)
-  apt-get "${APTO[@]}" update -qq >/dev/null || die "apt-get update for $QEMU_USER_SUITE failed"
-  (cd "$QTMP/deb" && apt-get "${APTO[@]}" download -qq "$QEMU_USER_PACKAGE" >/dev/null) ||
-    die "apt-get download $QEMU_USER_PACKAGE failed"
-  dpkg-deb -x "$QTMP"/deb/*.deb "$QTMP/x"
-  src="$QTMP/x/usr/bin/qemu-aarch64"
-  [[ -x "$src" ]] || src="$QTMP/x/usr/bin/qemu-aarch64-static"
-  [[ -x "$src" ]] || die "no qemu-aarch64 in $QEMU_USER_PACKAGE"
-  file_out="$(LC_ALL=C "$src" --version 2>&1 | head -n 1)" || die "$src does not run"
-  rm -rf "$QEMU_DIR"
-  mkdir -p "$QEMU_DIR"
-  cp "$src" "$QEMU_BIN.new"
-  chmod 0755 "$QEMU_BIN.new"
-  mv "$QEMU_BIN.new" "$QEMU_BIN"
+  apt-get "${apto[@]}" update -qq >/dev/null || die "apt-get update for $suite failed"
+  (cd "$t/deb" && apt-get "${apto[@]}" download -qq "$pkg" >/dev/null) || die "apt-get download $pkg ($suite) failed"
+  dpkg-deb -x "$t"/deb/*.deb "$t/x"
+  src="$t/x/usr/bin/qemu-aarch64"
+  [[ -x "$src" ]] || src="$t/x/usr/bin/qemu-aarch64-static"
+  [[ -x "$src" ]] || die "no qemu-aarch64 in $pkg ($suite)"
+  LC_ALL=C "$src" --version >/dev/null 2>&1 || die "$src does not run"
+  cp "$src" "$QTMP/out.new"
+  chmod 0755 "$QTMP/out.new"
+  mv "$QTMP/out.new" "$out"
+  rm -rf "$t"
+  log "qemu-user: $("$out" --version | head -n 1)"
+}
+
+if ! qemu_complete; then
+  mkdir -p "$QTMP" "$QEMU_DIR"
+  rm -f "$QEMU_STAMP"
+  # The registered interpreter is replaced by rename: binfmt (flag F) keeps the old file open.
+  fetch_qemu "$QEMU_USER_SUITE" "$QEMU_USER_PACKAGE" "$QEMU_BIN.fetched"
+  fetch_qemu "$QEMU_PAGESIZE_SUITE" "$QEMU_PAGESIZE_PACKAGE" "$QEMU_PAGESIZE_BIN"
+  mv "$QEMU_BIN.fetched" "$QEMU_BIN"
   printf '%s' "$QEMU_RECIPE" >"$QEMU_STAMP"
   rm -rf "$QTMP"
-  log "qemu-user: $file_out"
+  # (binfmt_ok holds for the old file of the same name: register the new one.)
+  [[ -e "$BINFMT/$BINFMT_NAME" ]] && echo -1 >"$BINFMT/$BINFMT_NAME"
 fi
 binfmt_ok || register_binfmt
+if is_complete "$DIR"; then
+  install_ca "$DIR"
+  print_versions "$DIR"
+  exit 0
+fi
 
 # ------------------------------------------------------------------------------- the root
 log "debootstrap --arch=arm64 --variant=minbase $SUITE into $TMP"

@@ -6,12 +6,17 @@
 // the native code and the protocol (CI_PATHS) to fit CI's time budget.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ensureArm64Build, runInArm64Root } from './arm64-root.js';
+import { ensureArm64Build, interpreterFor, registeredInterpreter, registerInterpreter, runInArm64Root } from './arm64-root.js';
 
 /** What CI runs on arm64: the binding, the protocol, the server, the device and the backings. */
 export const CI_PATHS = ['test/native', 'test/wire', 'test/transport', 'test/server', 'test/device', 'test/backends'];
-/** 64 KiB is the page size NVIDIA recommends for Grace. */
-export const DEFAULT_PAGE_SIZES = [4096, 16384, 65536];
+/**
+ * Left out of the CI part: the codec's fast-check properties are pure JavaScript, the same
+ * on every architecture, and took a third of the part's time under emulation (4-5 min).
+ */
+const CI_EXCLUDE = ['test/wire/parser.property.test.ts'];
+/** 64 KiB (what NVIDIA recommends for Grace) cannot run here: QEMU from 9.0 ignores QEMU_PAGESIZE, and Node crashes (SIGSEGV) under 7.2 at 65536 (docs/testing.md). */
+export const DEFAULT_PAGE_SIZES = [4096, 16384];
 export const CI_PAGE_SIZES = [4096, 16384];
 /** test/guest needs the x86 host's QEMU; test/arm64 is the host side of this runner (git, unshare). */
 const EXCLUDE = ['test/guest/**', 'test/arm64/**'];
@@ -54,20 +59,46 @@ function main(): number {
   console.log(`arm64: ${build.dirInRoot} ready in ${minutes(tBuild)}${build.built ? ' (built)' : ' (cached)'}`);
 
   const paths = args.ci ? CI_PATHS : [];
-  const results: { pageSize: number; ok: boolean; ms: number; why: string }[] = [];
+  const results: Result[] = [];
+  try {
+    runAll(args, build, paths, results);
+  } finally {
+    registerInterpreter(build.root.qemuUser);
+  }
+  printSummary(args, build, tBuild, t0, results);
+  return results.every((r) => r.ok) ? 0 : 1;
+}
+
+type Result = { pageSize: number; ok: boolean; ms: number; why: string };
+
+function runAll(args: Args, build: ReturnType<typeof ensureArm64Build>, paths: string[], results: Result[]): void {
   for (const pageSize of args.pageSizes) {
-    console.log(`\narm64: vitest at ${pageSize}-byte pages${args.ci ? ` (CI part: ${paths.join(' ')})` : ' (all but test/guest)'}`);
+    const interpreter = interpreterFor(build.root, pageSize);
+    registerInterpreter(interpreter);
+    console.log(`\narm64: vitest at ${pageSize}-byte pages under ${interpreter}${args.ci ? ` (CI part: ${paths.join(' ')})` : ' (all but test/guest)'}`);
     const t = Date.now();
     const r = runInArm64Root(
       build.root.root,
-      ['node', 'node_modules/vitest/vitest.mjs', 'run', ...EXCLUDE.flatMap((e) => ['--exclude', e]), ...paths, ...args.vitest],
-      { cwd: build.dirInRoot, pageSize },
+      ['node', 'node_modules/vitest/vitest.mjs', 'run', '--testTimeout=600000', '--hookTimeout=600000', ...[...EXCLUDE, ...(args.ci ? CI_EXCLUDE : [])].flatMap((e) => ['--exclude', e]), ...paths, ...args.vitest],
+      // dist/ is compiled with the build (its key covers src/ and tsconfig); generous hang
+      // guards, as everything runs 10-30 times slower under emulation.
+      {
+        cwd: build.dirInRoot,
+        pageSize,
+        env: { NVGRACE_DIST_PREBUILT: '1' },
+      },
     );
     const ms = Date.now() - t;
-    const ok = r.status === 0;
-    results.push({ pageSize, ok, ms, why: ok ? '' : `exit ${r.status ?? r.signal}` });
+    // binfmt_misc is host-wide: another process may have registered another interpreter
+    // meanwhile, and then part of this run was not at this page size.
+    const now = registeredInterpreter();
+    const swapped = now !== interpreter ? `the aarch64 interpreter was changed to ${now} during the run` : '';
+    const ok = r.status === 0 && swapped === '';
+    results.push({ pageSize, ok, ms, why: ok ? '' : swapped || `exit ${r.status ?? r.signal}` });
   }
+}
 
+function printSummary(args: Args, build: ReturnType<typeof ensureArm64Build>, tBuild: number, t0: number, results: Result[]): void {
   console.log('\narm64 summary:');
   console.log(`  root and build: ${minutes(tBuild)}${build.built ? ' (built)' : ' (cached)'}`);
   for (const r of results) {
@@ -76,7 +107,6 @@ function main(): number {
   console.log(`  total: ${minutes(Date.now() - t0)}`);
   const summaryFile = path.join(build.root.root, 'work', '.last-run.json');
   fs.writeFileSync(summaryFile, JSON.stringify({ ci: args.ci, build: { ms: tBuild, built: build.built }, results }, null, 2));
-  return results.every((r) => r.ok) ? 0 : 1;
 }
 
 process.exitCode = main();

@@ -9,6 +9,7 @@ import { MemoryBar } from '../../src/device/memory-bar.js';
 import { MAX_MAPPING_LENGTH, native } from '../../src/native/native.js';
 import { mountHugetlbfs, poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
 import { fakeSysfs } from '../helpers/fake-sysfs.js';
+import { hugetlbMmapGap, smapsPageSizeGap } from '../helpers/emulation.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -140,6 +141,10 @@ describe('huge page sizes and pools (fake sysfs)', () => {
   });
 });
 
+/** qemu-user 7.2 (the 16 KiB run) maps no hugetlb memory (docs/testing.md, emulation gaps). */
+const HUGETLB_GAP = hugetlbMmapGap();
+if (HUGETLB_GAP !== null) console.warn(`skipped: mapping huge pages: ${HUGETLB_GAP}`);
+
 describe('huge page backings', () => {
   let pool: HugePageReservation | string | null = null;
   // 5 pages for the memfd, 3 for the hugetlbfs file, 5 for scrubbing
@@ -194,7 +199,7 @@ describe('huge page backings', () => {
     }
   });
 
-  it('backs anonymous memory with 2 MiB pages: aligned map area, trapped tail through its own mapping', (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('backs anonymous memory with 2 MiB pages: aligned map area, trapped tail through its own mapping', (ctx) => {
     requireReservation(pool, ctx);
     const base = 2 * MiB;
     const size = 8 * MiB + 12345; // a partial last huge page
@@ -223,13 +228,16 @@ describe('huge page backings', () => {
       const one = new Uint8Array(1);
       bar.read(4 * MiB + 1, one, 0, 1);
       expect(one[0]).toBe(0x5c);
-      expect(kernelPageSize('nvgrace-aperture')).toBe(2 * MiB);
+      const reported = kernelPageSize('nvgrace-aperture');
+      const gap = smapsPageSizeGap(reported, 2 * MiB);
+      if (gap !== null) console.warn(`not checked: the kernel page size of the mapping: ${gap}`);
+      else expect(reported).toBe(2 * MiB);
     } finally {
       native.munmap(client);
     }
   });
 
-  it('backs the aperture with a file on a hugetlbfs mount, its page size from the mount', (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('backs the aperture with a file on a hugetlbfs mount, its page size from the mount', (ctx) => {
     requireReservation(pool, ctx);
     const mnt = mountHugetlbfs(2 * MiB);
     try {
@@ -261,7 +269,7 @@ describe('huge page backings', () => {
     }
   });
 
-  it('scrubs huge pages by zeroing them in place', async (ctx) => {
+  it.skipIf(HUGETLB_GAP !== null)('scrubs huge pages by zeroing them in place', async (ctx) => {
     requireReservation(pool, ctx);
     const size = 10 * MiB - 100;
     const ap = openAperture({ size, base: 0, pageSize: page, hugePageSize: 2 * MiB });

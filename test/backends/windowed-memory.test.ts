@@ -6,6 +6,7 @@ import { forEachWindow, WindowedMemory } from '../../src/backends/windowed-memor
 import { native } from '../../src/native/native.js';
 import { Errno } from '../../src/wire/constants.js';
 import { DeviceError } from '../../src/device/errors.js';
+import { LONG_TEST_MS } from '../helpers/patience.js';
 
 const page = native.pageSize();
 const DIST = fileURLToPath(new URL('../../dist/backends/windowed-memory.js', import.meta.url));
@@ -159,7 +160,7 @@ obs.observe({ entryTypes: ['gc'] });
 loop(200000);
 setTimeout(() => { obs.disconnect(); console.log(gcs); }, 100);
 `;
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: LONG_TEST_MS });
       expect(r.status, r.stderr).toBe(0);
       return Number(r.stdout.trim());
     };

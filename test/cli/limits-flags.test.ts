@@ -19,6 +19,8 @@ describe('client limit flags', () => {
     [['--max-client-fds', 'many']],
     [['--tenant-exit-timeout', '-1']],
     [['--tenant-exit-timeout', '1.5']],
+    [['--negotiate-timeout', '-1']],
+    [['--negotiate-timeout', 'soon']],
   ])('rejects %j with one line and exit 2', async (flags) => {
     const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), ...flags]);
     expect(r.code).toBe(2);

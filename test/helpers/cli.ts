@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { HANG_GUARD_MS } from './patience.js';
 
 export const CLI = fileURLToPath(new URL('../../bin/nvgrace-vfio-user.js', import.meta.url));
 
@@ -10,7 +11,7 @@ export interface Finished {
   stderr: string;
 }
 
-export function runCli(args: string[], timeoutMs = 20_000): Promise<Finished> {
+export function runCli(args: string[], timeoutMs = HANG_GUARD_MS): Promise<Finished> {
   return finished(spawnCli(args), timeoutMs);
 }
 
@@ -24,7 +25,7 @@ export function spawnCli(args: string[], env?: NodeJS.ProcessEnv): ChildProcess 
   return child;
 }
 
-export function finished(child: ReturnType<typeof spawnCli>, timeoutMs = 20_000): Promise<Finished> {
+export function finished(child: ReturnType<typeof spawnCli>, timeoutMs = HANG_GUARD_MS): Promise<Finished> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
@@ -39,7 +40,7 @@ export function finished(child: ReturnType<typeof spawnCli>, timeoutMs = 20_000)
 }
 
 /** Waits until the daemon logs a line containing `text`. */
-export async function waitForLog(child: ReturnType<typeof spawnCli>, text: string, timeoutMs = 10_000): Promise<void> {
+export async function waitForLog(child: ReturnType<typeof spawnCli>, text: string, timeoutMs = HANG_GUARD_MS): Promise<void> {
   const start = Date.now();
   while (!child.out.stderr.includes(text)) {
     if (child.exitCode !== null) throw new Error(`daemon exited (${child.exitCode}): ${child.out.stderr}`);
@@ -49,7 +50,7 @@ export async function waitForLog(child: ReturnType<typeof spawnCli>, text: strin
 }
 
 /** Waits until the daemon's log holds `count` lines containing `text`. */
-export async function waitForLogCount(child: ReturnType<typeof spawnCli>, text: string, count: number, timeoutMs = 10_000): Promise<void> {
+export async function waitForLogCount(child: ReturnType<typeof spawnCli>, text: string, count: number, timeoutMs = HANG_GUARD_MS): Promise<void> {
   const start = Date.now();
   while (child.out.stderr.split(text).length - 1 < count) {
     if (child.exitCode !== null) throw new Error(`daemon exited (${child.exitCode}): ${child.out.stderr}`);

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseBar0Spec } from '../../src/cli/parse.js';
 import { startDaemon, type Running, type ServeOptions } from '../../src/cli/serve.js';
+import { HANG_GUARD_MS } from './patience.js';
 
 export interface TestDaemon {
   running: Running;
@@ -43,7 +44,7 @@ export function startTestDaemon(overrides: Partial<ServeOptions> = {}): TestDaem
 }
 
 /** Polls `cond` on the event loop until it holds (the daemon runs in this process). */
-export async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+export async function until(cond: () => boolean, what: string, timeoutMs = HANG_GUARD_MS): Promise<void> {
   const start = Date.now();
   while (!cond()) {
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);

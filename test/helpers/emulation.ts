@@ -40,3 +40,47 @@ export function numaCallsGap(): string | null {
     native.munmap(map);
   }
 }
+
+/**
+ * Non-null under qemu-user: its recvmsg converts control messages itself and does not
+ * report MSG_CTRUNC when more fds arrive than the program's control buffer holds.
+ */
+export function msgCtruncGap(): string | null {
+  const emu = userModeEmulation();
+  return emu === null ? null : `${emu}: recvmsg does not report MSG_CTRUNC`;
+}
+
+/**
+ * Non-null when /proc/self/smaps says `reported` bytes for a mapping the kernel backs
+ * with larger pages, and this is qemu-user: it writes that file itself (7.2 gives
+ * KernelPageSize 4 kB for every mapping).
+ */
+export function smapsPageSizeGap(reported: number, expected: number): string | null {
+  const emu = userModeEmulation();
+  return emu !== null && reported !== expected ? `${emu}: its /proc/self/smaps gives KernelPageSize ${reported / 1024} kB for ${expected / 1024} kB pages` : null;
+}
+
+let hugetlbGap: string | null | undefined;
+/**
+ * Non-null under a qemu-user that refuses to map hugetlb memory (7.2, the 16 KiB run:
+ * mmap of a MFD_HUGETLB memfd is EINVAL there; a real kernel without a free huge page says
+ * ENOMEM, and maps it otherwise).
+ */
+export function hugetlbMmapGap(): string | null {
+  if (hugetlbGap !== undefined) return hugetlbGap;
+  const emu = userModeEmulation();
+  hugetlbGap = null;
+  if (emu === null) return hugetlbGap;
+  const size = 2 * 1024 * 1024;
+  const fd = native.memfdCreate('nvgrace-hugetlb-probe', (native.MFD_HUGETLB | native.MFD_HUGE_2MB) >>> 0);
+  try {
+    fs.ftruncateSync(fd, size);
+    const map = native.mmap(fd, size, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, 0);
+    native.munmap(map);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EINVAL') hugetlbGap = `${emu}: mmap of hugetlb memory answers EINVAL`;
+  } finally {
+    native.closeFd(fd);
+  }
+  return hugetlbGap;
+}

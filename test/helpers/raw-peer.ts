@@ -6,6 +6,7 @@ import { Command, Flag, HEADER_SIZE, MsgType } from '../../src/wire/constants.js
 import type { Header } from '../../src/wire/messages.js';
 import { encodeVersion, writeHeader } from '../../src/wire/serializer.js';
 import { QEMU_LIKE_CAPS } from '../../src/client/client.js';
+import { HANG_GUARD_MS } from './patience.js';
 
 export interface RawReply {
   header: Header;
@@ -38,7 +39,7 @@ export class RawPeer {
   }
 
   /** Writes all of `bytes` (fds with the first byte), waiting while the socket is full. */
-  async send(bytes: Uint8Array, fds: number[] | null = null, timeoutMs = 5000): Promise<void> {
+  async send(bytes: Uint8Array, fds: number[] | null = null, timeoutMs = HANG_GUARD_MS): Promise<void> {
     let off = 0;
     let pendingFds = fds;
     const end = Date.now() + timeoutMs;
@@ -63,7 +64,7 @@ export class RawPeer {
   }
 
   /** The next message from the daemon; rejects when the connection closes first. */
-  async next(timeoutMs = 3000): Promise<RawReply> {
+  async next(timeoutMs = HANG_GUARD_MS): Promise<RawReply> {
     const end = Date.now() + timeoutMs;
     for (;;) {
       const r = this.inbox.shift();
@@ -75,7 +76,7 @@ export class RawPeer {
   }
 
   /** Resolves with the reason once the daemon has closed the connection. */
-  async closed(timeoutMs = 3000): Promise<string> {
+  async closed(timeoutMs = HANG_GUARD_MS): Promise<string> {
     const end = Date.now() + timeoutMs;
     while (this.closedReason === null) {
       // replies that arrive before the close are dropped (and their fds closed)

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/native.js';
+import { LONG_TEST_MS } from '../helpers/patience.js';
 
 const page = native.pageSize();
 const RW = native.PROT_READ | native.PROT_WRITE;
@@ -22,7 +23,7 @@ function sigbusBlocked(): boolean {
 /** Runs a CommonJS script in a fresh node with `n` bound to the addon. */
 function runNode(body: string, opts: { stdin?: string } = {}) {
   const script = `const n = require(${JSON.stringify(ADDON)}); const fs = require('fs');\n${body}`;
-  return spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000, input: opts.stdin });
+  return spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: LONG_TEST_MS, input: opts.stdin });
 }
 
 describe('copyMemory and fillMemory under the SIGBUS guard', () => {
@@ -129,7 +130,7 @@ process.on('SIGBUS', () => { console.log('handled by the previous handler'); pro
 const n = require(${JSON.stringify(ADDON)});
 process.kill(process.pid, 'SIGBUS');
 setTimeout(() => process.exit(3), 5000);`;
-    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: LONG_TEST_MS });
     expect(r.stdout).toBe('handled by the previous handler\n');
     expect(r.status).toBe(0);
     // and with no handler before ours, a sent SIGBUS ends the process as it would have

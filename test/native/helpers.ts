@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { setImmediate as immediate } from 'node:timers/promises';
+import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
@@ -48,7 +49,7 @@ export async function collectGarbage(): Promise<void> {
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves when `cond` holds, polling every few ms; rejects after `ms`. */
-export async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
+export async function waitFor(cond: () => boolean, ms = HANG_GUARD_MS): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error('timed out waiting for condition');

@@ -11,6 +11,7 @@ import {
   type Poller,
 } from '../../src/native/native.js';
 import { collectGarbage, sleep, waitFor } from './helpers.js';
+import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 const one = new Uint8Array([1]);
 
@@ -28,7 +29,7 @@ function watch(fd: number): { poller: Poller; calls: Call[] } {
 }
 
 /** Runs a CommonJS script with the addon available as `native`. */
-function runChild(body: string, timeoutMs = 10_000, flags: string[] = []) {
+function runChild(body: string, timeoutMs = HANG_GUARD_MS, flags: string[] = []) {
   const script = `const native = require(${JSON.stringify(NATIVE_BINDING_PATH)});\n${body}`;
   return spawnSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8', timeout: timeoutMs });
 }

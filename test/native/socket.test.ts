@@ -15,6 +15,8 @@ import {
   native,
 } from '../../src/native/native.js';
 import { isCloexec, isNonblocking, uniqueName } from './helpers.js';
+import { msgCtruncGap } from '../helpers/emulation.js';
+import { LONG_TEST_MS } from '../helpers/patience.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nvgrace-native-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -131,6 +133,20 @@ describe('socketPair + sendMsg/recvMsg', () => {
     native.closeFd(a);
   });
 
+  it('peerHungUp tells a closed peer from a live one, unread data or not, without reading', () => {
+    const [a, b] = pair();
+    expect(native.peerHungUp(a)).toBe(false);
+    native.sendMsg(b, enc.encode('xy'), 0, 2, null);
+    expect(native.peerHungUp(a)).toBe(false);
+    native.closeFd(b);
+    expect(native.peerHungUp(a)).toBe(true);
+    const buf = new Uint8Array(4);
+    expect(native.recvMsg(a, buf, 0, 4, new Int32Array(1))).toBe(2); // the data is still there
+    expect(native.peerHungUp(a)).toBe(true);
+    native.closeFd(a);
+    expectErrno(() => native.peerHungUp(a), 'EBADF', 'poll');
+  });
+
   it('validates buffer ranges and arguments', () => {
     const [a, b] = pair();
     const buf = new Uint8Array(8);
@@ -241,7 +257,9 @@ describe('SCM_RIGHTS fd passing', () => {
   const python = spawnSync('python3', ['-c', 'import socket; socket.CMSG_SPACE'], {
     stdio: 'ignore',
   });
-  it.skipIf(python.status !== 0)(
+  const ctruncGap = msgCtruncGap();
+  if (ctruncGap !== null) console.warn(`skipped: MSG_CTRUNC: ${ctruncGap}`);
+  it.skipIf(python.status !== 0 || ctruncGap !== null)(
     'closes the fds that fit and reports -1 on MSG_CTRUNC (more than 16 fds)',
     async () => {
       const [a, b] = pair();
@@ -389,7 +407,7 @@ obs.observe({ entryTypes: ['gc'] });
 loop(200000);
 setTimeout(() => { obs.disconnect(); console.log(gcs); }, 100); // entries arrive asynchronously
 `;
-    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: LONG_TEST_MS });
     expect(r.status).toBe(0);
     return Number(r.stdout.trim());
   }

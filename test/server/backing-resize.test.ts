@@ -11,6 +11,7 @@ import { native } from '../../src/native/native.js';
 import { Errno, RegionIndex } from '../../src/wire/constants.js';
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 import { mountHugetlbfs, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
+import { hugetlbMmapGap } from '../helpers/emulation.js';
 
 const MiB = 1024 * 1024;
 
@@ -123,7 +124,10 @@ describe('a client changing the backing files it was given', () => {
   });
 });
 
-describe('a client truncating a hugetlbfs aperture (2 MiB pages)', () => {
+/** qemu-user 7.2 (the 16 KiB run) maps no hugetlb memory (docs/testing.md, emulation gaps). */
+const HUGETLB_GAP = hugetlbMmapGap();
+
+describe.skipIf(HUGETLB_GAP !== null)('a client truncating a hugetlbfs aperture (2 MiB pages)', () => {
   let pool: HugePageReservation | string | null = null;
   // 3 pages for each test's 6 MiB file
   beforeAll(async () => {

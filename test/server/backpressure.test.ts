@@ -10,6 +10,7 @@ import { encodeDeviceGetInfo, encodeRegionRead, encodeVersion } from '../../src/
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 import { collectGarbage, sleep } from '../native/helpers.js';
 import { RawPeer } from '../helpers/raw-peer.js';
+import { LONG_TEST_MS } from '../helpers/patience.js';
 
 const MiB = 1024 * 1024;
 const LIMITS: ConnectionLimits = { ...DEFAULT_LIMITS, stallTimeoutMs: 1000 };
@@ -90,7 +91,7 @@ describe('a client that never reads its replies', () => {
     await c.negotiate();
     expect((await c.deviceInfo()).numRegions).toBe(9);
     c.close();
-  }, 30_000);
+  }, LONG_TEST_MS);
 });
 
 describe('stall timeouts measure time without progress', () => {

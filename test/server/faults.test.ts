@@ -12,6 +12,7 @@ import { startTestDaemon, until } from '../helpers/daemon.js';
 import { RawPeer } from '../helpers/raw-peer.js';
 import { isListening } from '../service/helpers.js';
 import { collectGarbage } from '../native/helpers.js';
+import { HANG_GUARD_MS, LONG_TEST_MS } from '../helpers/patience.js';
 
 const MiB = 1024 * 1024;
 const PAGE = native.pageSize();
@@ -72,7 +73,7 @@ describe('500 connect/disconnect cycles', () => {
       native.closeFd(ram);
       d.stop();
     }
-  }, 60_000);
+  }, LONG_TEST_MS);
 
   it('leave a daemon process with the same fd count and a flat RSS', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-cycles-'));
@@ -81,7 +82,7 @@ describe('500 connect/disconnect cycles', () => {
     const ram = native.memfdCreate('guest-ram', 0);
     fs.ftruncateSync(ram, MiB);
     try {
-      await until(() => isListening(socket), 'listening socket', 10_000);
+      await until(() => isListening(socket), 'listening socket', HANG_GUARD_MS);
       const pid = daemon.pid!;
       // after one client the daemon also holds a pidfd of this (still running) client process
       await clientLife(socket, ram, 0);
@@ -90,7 +91,7 @@ describe('500 connect/disconnect cycles', () => {
       // each client is released (every fd it gave back closed) before the next comes
       const cycle = async (i: number) => {
         await clientLife(socket, ram, i);
-        await until(() => procFds(pid) === idleFds, `daemon back to ${idleFds} fds after cycle ${i}`, 5000);
+        await until(() => procFds(pid) === idleFds, `daemon back to ${idleFds} fds after cycle ${i}`, HANG_GUARD_MS);
       };
       for (let i = 0; i < 100; i++) await cycle(i); // warm up
       const rss0 = procRss(pid);
@@ -106,7 +107,7 @@ describe('500 connect/disconnect cycles', () => {
       if (daemon.exitCode === null) daemon.kill('SIGKILL');
       fs.rmSync(dir, { recursive: true, force: true });
     }
-  }, 90_000);
+  }, LONG_TEST_MS);
 });
 
 describe('signals and crashes', () => {

@@ -9,50 +9,11 @@ import { native } from '../../src/native/native.js';
 import { DEFAULT_LIMITS } from '../../src/transport/connection.js';
 import { RegionIndex } from '../../src/wire/constants.js';
 import { startTestDaemon, until } from '../helpers/daemon.js';
-import { Rng, fuzzMessage } from '../helpers/fuzz-messages.js';
-import { RawPeer } from '../helpers/raw-peer.js';
-import { sleep } from '../native/helpers.js';
+import { Rng } from '../helpers/fuzz-messages.js';
+import { hostileBurst } from '../helpers/hostile-client.js';
 
 const SECONDS = Number(process.env['NVGRACE_FUZZ_SECONDS'] ?? 6);
 const SEED = Number(process.env['NVGRACE_FUZZ_SEED'] ?? Math.floor(Math.random() * 0x7fffffff));
-
-async function burst(socket: string, r: Rng): Promise<number> {
-  const peer = RawPeer.connect(socket);
-  let sent = 0;
-  try {
-    if (r.chance(0.85)) await peer.negotiate();
-    const n = r.int(150) + 10;
-    for (let i = 0; i < n && peer.closedReason === null; i++) {
-      const m = fuzzMessage(r);
-      try {
-        if (r.chance(0.1) && m.bytes.length > 1) {
-          // split across sendmsg calls, fds with the first part
-          const cut = 1 + r.int(m.bytes.length - 1);
-          await peer.send(m.bytes.subarray(0, cut), m.fds.length > 0 ? m.fds : null);
-          await sleep(r.int(3));
-          await peer.send(m.bytes.subarray(cut));
-        } else {
-          await peer.send(m.bytes, m.fds.length > 0 ? m.fds : null);
-        }
-        sent++;
-      } catch (err) {
-        // the daemon closed the connection (a message it could not frame): fine
-        if (!/Broken pipe|reset|connection closed/i.test((err as Error).message)) throw err;
-        break;
-      } finally {
-        for (const fd of m.fds) native.closeFd(fd);
-      }
-      if (i % 16 === 0) {
-        peer.drain();
-        await new Promise((res) => setImmediate(res));
-      }
-    }
-    await sleep(r.int(10));
-  } finally {
-    peer.close();
-  }
-  return sent;
-}
 
 describe('socket fuzzer', () => {
   it(`survives ${SECONDS} s of hostile bursts (seed ${SEED})`, async () => {
@@ -65,7 +26,7 @@ describe('socket fuzzer', () => {
     let messages = 0;
     try {
       while (Date.now() < end) {
-        messages += await burst(d.socket, r);
+        messages += await hostileBurst(d.socket, r);
         bursts++;
         const where = `seed ${SEED}, burst ${bursts}`;
         await until(() => daemon.client === null, `client released (${where})`);

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { LONG_TEST_MS } from '../helpers/patience.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const dist = (rel: string) => JSON.stringify(pathToFileURL(`${root}dist/${rel}`).href);
@@ -26,9 +27,9 @@ import { encodeVersion, encodeRegionRead, encodeRegionWrite } from ${dist('wire/
 import { PerformanceObserver } from 'node:perf_hooks';
 
 const GiB = 2 ** 30;
-const aperture = openAperture({ size: GiB + 2048, base: 0, pageSize: 4096 });
+const aperture = openAperture({ size: GiB + 2048, base: 0, pageSize: native.pageSize() });
 const device = new GpuDevice({ identity: DEFAULT_IDENTITY, bar0: openEmulatedBar0(), aperture: aperture.memory,
-  pageSize: 4096, events: eventfdSink, dmaOps: dmaFileOps, maxDmaMaps: 16 });
+  pageSize: native.pageSize(), events: eventfdSink, dmaOps: dmaFileOps, maxDmaMaps: 16 });
 const [client, server] = native.socketPair();
 let session;
 const conn = new Connection(server, null, { onMessage: (h, b, at, f) => session.onMessage(h, b, at, f), onClose() {} });
@@ -81,7 +82,7 @@ console.log(JSON.stringify(out));
   const r = spawnSync(process.execPath, ['--max-semi-space-size=1', '--expose-gc', '--input-type=module', '-e', script], {
     cwd: root,
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: LONG_TEST_MS,
   });
   if (r.status !== 0) throw new Error(`hot-path script failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Record<string, number>;
@@ -95,5 +96,5 @@ describe('trapped path', () => {
       if (access.startsWith('(control)')) continue;
       expect(n, `${access}: GCs during 100k accesses`).toBeLessThanOrEqual(1);
     }
-  }, 120_000);
+  }, LONG_TEST_MS);
 });

@@ -7,6 +7,7 @@ import { VfioUserClient } from '../../src/client/client.js';
 import { RegionIndex } from '../../src/wire/constants.js';
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 import { sleep } from '../native/helpers.js';
+import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 const DIST = fileURLToPath(new URL('../../dist', import.meta.url));
 
@@ -47,7 +48,7 @@ function startTenant(socket: string): Tenant {
   return {
     child,
     out: () => out,
-    waitFor: (text) => until(() => out.includes(text), `tenant to print ${text} (stderr: ${err})`, 10_000),
+    waitFor: (text) => until(() => out.includes(text), `tenant to print ${text} (stderr: ${err})`, HANG_GUARD_MS),
   };
 }
 

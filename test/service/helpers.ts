@@ -3,6 +3,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native/native.js';
 import { CLI, type spawnCli } from '../helpers/cli.js';
+import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 type Child = ReturnType<typeof spawnCli>;
 
@@ -35,7 +36,7 @@ export class NotifyReceiver {
   }
 
   /** Waits for a message matching `re` (at index `from` or later), returning it. */
-  async waitFor(re: RegExp, from = 0, timeoutMs = 10_000): Promise<string> {
+  async waitFor(re: RegExp, from = 0, timeoutMs = HANG_GUARD_MS): Promise<string> {
     const start = Date.now();
     for (;;) {
       this.drain();
@@ -69,7 +70,7 @@ export function activate(socket: string, args: string[], env: Record<string, str
 }
 
 /** Polls `cond` until it holds; the error carries the child's log. */
-export async function untilChild(cond: () => boolean, what: string, child: Child, timeoutMs = 10_000): Promise<void> {
+export async function untilChild(cond: () => boolean, what: string, child: Child, timeoutMs = HANG_GUARD_MS): Promise<void> {
   const start = Date.now();
   while (!cond()) {
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}: ${child.out.stderr}`);

@@ -1,7 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits } from '../../src/transport/connection.js';
 import type { Header } from '../../src/wire/messages.js';
+import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 interface Seen {
   header: Header;
@@ -21,7 +23,7 @@ function message(id: number, size: number): Buffer {
 }
 
 const until = async (cond: () => boolean, what: string) => {
-  const end = Date.now() + 5000;
+  const end = Date.now() + HANG_GUARD_MS;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 2));
@@ -49,6 +51,7 @@ describe('Connection framing', () => {
     open.push(peer);
     const seen: Seen[] = [];
     const closed: string[] = [];
+    const broken: { header: Header; reason: string }[] = [];
     conn = new Connection(
       ours,
       null,
@@ -61,11 +64,14 @@ describe('Connection framing', () => {
         onClose(reason) {
           closed.push(reason);
         },
+        onBroken(header, reason) {
+          broken.push({ header: { ...header }, reason });
+        },
       },
       { ...DEFAULT_LIMITS, ...opts.limits },
     );
     conn.start();
-    return { peer, seen, closed };
+    return { peer, seen, closed, broken };
   }
 
   it('hands out each of several messages sent in one write, in order and intact', async () => {
@@ -138,8 +144,8 @@ describe('Connection framing', () => {
     open.push(...seen[0]!.fds);
   });
 
-  it('closes the connection when one message brings more than 16 fds in two parts', async () => {
-    const { peer, seen, closed } = connect();
+  it('closes the connection when one message brings more than 16 fds in two parts, telling the sink first', async () => {
+    const { peer, seen, closed, broken } = connect();
     const fds = Array.from({ length: 9 }, () => native.eventfd(0, 0));
     open.push(...fds);
     const m = message(1, 40);
@@ -147,8 +153,38 @@ describe('Connection framing', () => {
     await new Promise((r) => setTimeout(r, 5));
     native.sendMsg(peer, m, 16, 24, fds);
     await until(() => closed.length === 1, 'close');
-    expect(closed[0]).toMatch(/too many file descriptors/);
+    expect(closed[0]).toBe('more than 16 file descriptors in one message');
+    expect(broken).toEqual([{ header: expect.objectContaining({ id: 1, command: 9, size: 40 }), reason: closed[0] }]);
     expect(seen.length).toBe(0);
+  });
+
+  it('closes the connection when one sendmsg brings more than 16 fds (the kernel truncates them), with the same words', async () => {
+    const { peer, seen, closed, broken } = connect();
+    const before = native.fdCount();
+    // our binding sends at most 16 fds at a time: Python's socket.send_fds sends 20 in one sendmsg
+    const m = message(1, 24);
+    const script = 'import os, socket, sys\ns = socket.socket(fileno=3)\nsocket.send_fds(s, [bytes.fromhex(sys.argv[1])], [os.open("/dev/null", os.O_RDONLY) for _ in range(20)])\ns.detach()';
+    const r = spawnSync('python3', ['-c', script, m.toString('hex')], { stdio: ['ignore', 'inherit', 'inherit', peer] });
+    expect(r.status).toBe(0);
+    await until(() => closed.length === 1, 'close');
+    expect(closed[0]).toBe('more than 16 file descriptors in one message');
+    // the message is answered (the sink is told), not handed out
+    expect(broken.map((b) => b.header.id)).toEqual([1]);
+    expect(seen.length).toBe(0);
+    expect(native.fdCount()).toBe(before - 1); // none of the 20 is left open, and our end is closed
+  });
+
+  it('closes without telling the sink when the fds came before a whole header', async () => {
+    const { peer, closed, broken } = connect();
+    const fds = Array.from({ length: 9 }, () => native.eventfd(0, 0));
+    open.push(...fds);
+    const m = message(1, 40);
+    native.sendMsg(peer, m, 0, 4, fds);
+    await new Promise((r) => setTimeout(r, 5));
+    native.sendMsg(peer, m, 4, 4, fds);
+    await until(() => closed.length === 1, 'close');
+    expect(closed[0]).toBe('more than 16 file descriptors in one message');
+    expect(broken).toEqual([]);
   });
 
   it('goes on with messages left over after a batch, with nothing more arriving', async () => {
