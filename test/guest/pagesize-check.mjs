@@ -19,7 +19,7 @@
 // Every check prints `PGCHECK <label>-<name> PASS|FAIL <details>`; the last line is
 // `PGCHECK DONE pass=N fail=M`, and the exit status is 0 only when nothing failed.
 import fs from 'node:fs';
-import { parseBar0Spec } from '../../dist/backends/bar0-source.js';
+import { parseBar0Spec } from '../../dist/cli/parse.js';
 import { startDaemon } from '../../dist/cli/serve.js';
 import { RequestError, VfioUserClient } from '../../dist/client/client.js';
 import { native } from '../../dist/native/native.js';
