@@ -7,7 +7,7 @@ import {
   type DeviceDescription,
 } from '../orchestration/description.js';
 import { describeFromSocket } from '../orchestration/query.js';
-import { formatLibvirt, formatShell, qemuArgs } from '../orchestration/qemu-args.js';
+import { QEMU_MACHINES, formatLibvirt, formatShell, hostMachine, qemuArgs, shellComments } from '../orchestration/qemu-args.js';
 import { ActivationError, takeListenFd } from '../service/activation.js';
 import { envName } from './env-options.js';
 import { installUnits } from './install-units.js';
@@ -111,6 +111,12 @@ Examples:
     .option('--id <id>', 'QEMU id of the device', 'gpu0')
     .option('--guest-memory <size>', 'guest RAM on node 0 (a shared memfd)', parseSize, 2 ** 30)
     .option('--device-only', 'leave out the RAM, node 0 and the PCI hole (a second device in the same VM)')
+    .addOption(
+      new Option('--machine <machine>', 'q35 (qemu-system-x86_64) or virt (qemu-system-aarch64)')
+        .choices([...QEMU_MACHINES])
+        .default(hostMachine(), `${hostMachine()}: this host's architecture`),
+    )
+    .option('--firmware <path>', 'virt: UEFI firmware for -bios, which the generic initiators need; "none" to leave it out (default: qemu-efi-aarch64\'s when there are device nodes)')
     .addOption(new Option('--format <format>', 'shell words, a JSON array, or a libvirt <qemu:commandline> block').choices(['shell', 'json', 'libvirt']).default('shell'))
     .addHelpText(
       'after',
@@ -118,12 +124,26 @@ Examples:
 Examples:
   ${NAME} qemu-args --socket /run/nvgrace-vfio-user/gpu0.sock
   ${NAME} qemu-args --socket /run/nvgrace-vfio-user/gpu0.sock --format libvirt
+  ${NAME} qemu-args --socket /run/nvgrace-vfio-user/gpu0.sock --machine virt
+
+q35 prints the device part (add -machine q35 and the rest); virt prints -machine virt
+(with highmem-mmio-size when the BARs need more than the default 512G high PCIe
+window), -cpu max and, for the generic initiators, UEFI firmware (-bios; Debian's
+package qemu-efi-aarch64): the virt machine hands its ACPI tables to firmware only.
 `,
     )
     .action(async (o, cmd: Command) => {
       if (o.socket === undefined) cmd.error("error: required option '--socket <path>' not specified (QEMU needs the daemon's socket)");
+      if (o.firmware !== undefined && o.machine !== 'virt') cmd.error('error: --firmware is for --machine virt (q35 boots SeaBIOS, which has ACPI)');
       const d = await description(cmd);
-      const opts = { id: o.id, socket: o.socket, guestMemoryBytes: o.guestMemory, deviceOnly: o.deviceOnly === true };
+      const opts = {
+        id: o.id,
+        socket: o.socket,
+        guestMemoryBytes: o.guestMemory,
+        deviceOnly: o.deviceOnly === true,
+        machine: o.machine,
+        ...(o.firmware !== undefined ? { firmware: o.firmware === 'none' ? null : o.firmware } : {}),
+      };
       let args: string[];
       try {
         args = qemuArgs(d, opts);
@@ -132,7 +152,7 @@ Examples:
       }
       if (o.format === 'json') out(JSON.stringify(args));
       else if (o.format === 'libvirt') out(formatLibvirt(d, opts).trimEnd());
-      else out(formatShell(args).trimEnd());
+      else out(formatShell(args, shellComments(d, opts)).trimEnd());
     });
 
   p.command('install-units')

@@ -69,7 +69,19 @@ struct bar {
   uint64_t start, end, flags, size;
   volatile uint8_t *map;
   int map_tried;
+  int fd; /* windowed: the resource file, kept open */
 };
+
+/* --window: a BAR larger than this is mapped a window at a time, around each access. */
+#define MAX_WINDOWS 8
+struct window {
+  int bar;
+  uint64_t off, len;
+  volatile uint8_t *map;
+};
+static uint64_t window_size; /* 0: map BARs whole */
+static struct window windows[MAX_WINDOWS];
+static int next_window;
 
 static struct op ops[MAX_OPS];
 static int nops;
@@ -114,6 +126,8 @@ static void usage(FILE *f) {
           "  --mem-bar N            BAR for the memory operations (default 2)\n"
           "  --reg-bar N            BAR for the --reg-* operations (default 0)\n"
           "  --mem-size N           bytes of memory at the start of the memory BAR\n"
+          "  --window N             map a BAR larger than N (a power of two, at least a\n"
+          "                         page) N-aligned windows at a time, not whole\n"
           "operations, run in order (numbers: C syntax, K/M/G suffixes allowed;\n"
           "W: access width in bits 8|16|32|64, default 32):\n"
           "  --bar-size B:N         BAR B is N bytes\n"
@@ -310,6 +324,14 @@ static volatile uint8_t *map_bar(int n) {
     check(name, 0, "open %s: %s", path, strerror(errno));
     return NULL;
   }
+  if (window_size && b->size > window_size) {
+    /* Mapping a 128 GiB BAR whole fills 256 MiB of page tables (4 KiB pages): slow under TCG. */
+    b->fd = fd;
+    check(name, 1, "%s 0x%" PRIx64 " bytes, mapped 0x%" PRIx64 " at a time", path, b->size,
+          window_size);
+    b->map = (volatile uint8_t *)MAP_FAILED; /* marks "windowed" */
+    return b->map;
+  }
   long page = sysconf(_SC_PAGESIZE);
   size_t len = (b->size + page - 1) & ~(uint64_t)(page - 1);
   void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -390,6 +412,39 @@ static uint32_t pattern_word(uint64_t off, uint32_t seed) {
   return (uint32_t)((uint32_t)(off / 4) * 0x9e3779b1u + seed);
 }
 
+/*
+ * A base such that base + off .. base + off + len is mapped, for a windowed BAR: the
+ * window-aligned span holding the range, mapped on first use; the oldest of MAX_WINDOWS
+ * is unmapped to make room.
+ */
+static volatile uint8_t *window_base(const char *name, int bar, uint64_t off, uint64_t len) {
+  uint64_t lo = off & ~(window_size - 1);
+  uint64_t hi = (off + len + window_size - 1) & ~(window_size - 1);
+  if (hi > bars[bar].size)
+    hi = bars[bar].size;
+  for (int i = 0; i < MAX_WINDOWS; i++) {
+    struct window *w = &windows[i];
+    if (w->map && w->bar == bar && w->off <= lo && hi <= w->off + w->len)
+      return w->map - w->off;
+  }
+  struct window *w = &windows[next_window];
+  next_window = (next_window + 1) % MAX_WINDOWS;
+  if (w->map)
+    munmap((void *)w->map, w->len);
+  w->map = NULL;
+  void *p = mmap(NULL, hi - lo, PROT_READ | PROT_WRITE, MAP_SHARED, bars[bar].fd, (off_t)lo);
+  if (p == MAP_FAILED) {
+    check(name, 0, "mmap BAR %d [0x%" PRIx64 ", 0x%" PRIx64 "): %s", bar, lo, hi,
+          strerror(errno));
+    return NULL;
+  }
+  w->bar = bar;
+  w->off = lo;
+  w->len = hi - lo;
+  w->map = p;
+  return w->map - w->off;
+}
+
 /* Validates an access; on failure reports the check `name` as failed. */
 static volatile uint8_t *access_base(const char *name, int bar, uint64_t off, uint64_t len,
                                      int align) {
@@ -407,6 +462,8 @@ static volatile uint8_t *access_base(const char *name, int bar, uint64_t off, ui
           off, len, bar, bars[bar].size);
     return NULL;
   }
+  if (base == (volatile uint8_t *)MAP_FAILED)
+    return window_base(name, bar, off, len);
   return base;
 }
 
@@ -656,7 +713,8 @@ int main(int argc, char **argv) {
       want_bdf = arg;
     } else if (!strcmp(opt, "--vendor") || !strcmp(opt, "--device") ||
                !strcmp(opt, "--mem-bar") || !strcmp(opt, "--reg-bar") ||
-               !strcmp(opt, "--mem-size") || !strcmp(opt, "--padding")) {
+               !strcmp(opt, "--mem-size") || !strcmp(opt, "--padding") ||
+               !strcmp(opt, "--window")) {
       NEED_ARG();
       if (parse_tuple(arg, t, 1) != 1)
         bad_arg(opt, arg);
@@ -668,6 +726,11 @@ int main(int argc, char **argv) {
         mem_size = t[0];
       else if (!strcmp(opt, "--padding"))
         new_op(OP_PADDING)->off = t[0];
+      else if (!strcmp(opt, "--window")) {
+        if (t[0] < (uint64_t)sysconf(_SC_PAGESIZE) || (t[0] & (t[0] - 1)))
+          bad_arg(opt, arg);
+        window_size = t[0];
+      }
       else if (t[0] >= NUM_BARS)
         bad_arg(opt, arg);
       else if (!strcmp(opt, "--mem-bar"))

@@ -5,22 +5,32 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BAR_CHECK_SOURCE, guestCacheDir } from './paths.js';
+import type { GuestArch } from './qemu-env.js';
 
 const CFLAGS = ['-static', '-O2', '-Wall', '-Wextra'];
 
+/** The compiler for a guest architecture: $CC (x86_64) / $CC_AARCH64, else gcc / the cross gcc. */
+function compilerFor(arch: GuestArch): string {
+  const [name, fallback] = arch === 'aarch64' ? ['CC_AARCH64', 'aarch64-linux-gnu-gcc'] : ['CC', 'gcc'];
+  const fromEnv = process.env[name];
+  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : fallback;
+}
+
 /**
- * Path of the static bar-check binary, built with `gcc -static -O2` on first use and kept
- * at <cache>/bar-check/bar-check-<hash of source and flags>.
+ * Path of the static bar-check binary for the guest architecture, built with
+ * `gcc -static -O2` (aarch64: `aarch64-linux-gnu-gcc`, from gcc-aarch64-linux-gnu, which
+ * provision-qemu.sh installs) on first use and kept at
+ * <cache>/bar-check/bar-check[-aarch64]-<hash of source and flags>.
  */
-export async function buildBarCheck(): Promise<string> {
+export async function buildBarCheck(arch: GuestArch = 'x86_64'): Promise<string> {
   const source = readFileSync(BAR_CHECK_SOURCE);
   const hash = createHash('sha256').update(source).update(CFLAGS.join(' ')).digest('hex');
   const dir = join(guestCacheDir(), 'bar-check');
-  const out = join(dir, `bar-check-${hash.slice(0, 16)}`);
+  const out = join(dir, `bar-check${arch === 'x86_64' ? '' : `-${arch}`}-${hash.slice(0, 16)}`);
   if (existsSync(out)) return out;
   mkdirSync(dir, { recursive: true });
   const tmp = `${out}.tmp.${process.pid}`;
-  const cc = process.env.CC !== undefined && process.env.CC !== '' ? process.env.CC : 'gcc';
+  const cc = compilerFor(arch);
   await new Promise<void>((resolve, reject) => {
     execFile(cc, [...CFLAGS, '-o', tmp, BAR_CHECK_SOURCE], (err, _stdout, stderr) => {
       if (err === null) resolve();
@@ -28,7 +38,7 @@ export async function buildBarCheck(): Promise<string> {
         rmSync(tmp, { force: true });
         reject(
           new Error(
-            `building bar-check failed (${cc} ${CFLAGS.join(' ')}; needs gcc and libc6-dev):\n${stderr}`,
+            `building bar-check failed (${cc} ${CFLAGS.join(' ')}; needs ${arch === 'x86_64' ? 'gcc and libc6-dev' : 'gcc-aarch64-linux-gnu and libc6-dev-arm64-cross'}):\n${stderr}`,
           ),
         );
       }

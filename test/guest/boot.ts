@@ -1,10 +1,14 @@
 // Boots a test guest under QEMU (TCG) and collects its serial console.
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { QemuInstall } from './qemu-env.js';
+import type { Arm64PageSize, GuestArch, QemuInstall } from './qemu-env.js';
 import { INIT_END_MARK } from './initramfs.js';
 
 export interface BootOptions {
   qemu: QemuInstall;
+  /** aarch64: which of the root's kernels (default 4k); x86_64: unused. */
+  pageSize?: Arm64PageSize;
+  /** Boot this kernel instead (default: the install's for the page size). */
+  kernel?: string;
   /** Initramfs image (see buildInitramfs). */
   initrd: string;
   /** More QEMU arguments, e.g. a vfio-user-pci -device. */
@@ -44,13 +48,35 @@ export const DEFAULT_BOOT_TIMEOUT_MS = 120_000;
 /** Kernel command line: serial console, quiet, and any panic ends QEMU (with -no-reboot). */
 export const BASE_APPEND = ['console=ttyS0', 'quiet', 'panic=-1'];
 
+/** The console and machine per architecture: q35 with a 16550 serial; virt with a PL011 (ttyAMA0). */
+export const ARCH_GUEST: Record<GuestArch, { console: string; machine: string; cpu: string[] }> = {
+  x86_64: { console: 'ttyS0', machine: 'q35', cpu: [] },
+  // pauth-impdef: QEMU's own pointer-authentication hash, much cheaper under TCG than the
+  // architected one; a guest cannot tell.
+  aarch64: { console: 'ttyAMA0', machine: 'virt', cpu: ['-cpu', 'max,pauth-impdef=on'] },
+};
+
+/** The kernel command line's base words for an architecture. */
+export function baseAppend(arch: GuestArch): string[] {
+  return BASE_APPEND.map((w) => (w.startsWith('console=') ? `console=${ARCH_GUEST[arch].console}` : w));
+}
+
+/** The kernel a boot uses. */
+export function bootKernel(o: BootOptions): string {
+  if (o.kernel !== undefined) return o.kernel;
+  if (o.qemu.arch === 'aarch64' && o.qemu.arm64Kernels !== null) return o.qemu.arm64Kernels[o.pageSize ?? '4k'];
+  return o.qemu.kernel;
+}
+
 /** QEMU arguments for a guest boot (without the install's prefixArgs). */
 export function guestArgs(o: BootOptions): string[] {
   const mem = o.memoryMiB ?? DEFAULT_MEMORY_MIB;
   const ram = o.ownMemory ? [] : ['-m', `${mem}M`, '-object', `memory-backend-memfd,id=mem0,size=${mem}M,share=on`];
+  const a = ARCH_GUEST[o.qemu.arch];
   return [
     '-machine',
-    o.ownMemory ? 'q35' : 'q35,memory-backend=mem0',
+    o.ownMemory ? a.machine : `${a.machine},memory-backend=mem0`,
+    ...a.cpu,
     '-accel',
     'tcg',
     ...ram,
@@ -60,11 +86,11 @@ export function guestArgs(o: BootOptions): string[] {
     '-nic',
     'none',
     '-kernel',
-    o.qemu.kernel,
+    bootKernel(o),
     '-initrd',
     o.initrd,
     '-append',
-    [...BASE_APPEND, ...(o.appendArgs ?? [])].join(' '),
+    [...baseAppend(o.qemu.arch), ...(o.appendArgs ?? [])].join(' '),
     ...(o.extraArgs ?? []),
   ];
 }

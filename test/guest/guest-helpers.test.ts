@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { nvgraceBarCheckArgs, patternWord, shellQuote } from './bar-check.js';
-import { initExitStatus, parseBarCheckDone, parseChecks } from './boot.js';
-import { isStaticElf, newcArchive } from './initramfs.js';
-import { parseQemuVersion, versionAtLeast } from './qemu-env.js';
+import { guestArgs, initExitStatus, parseBarCheckDone, parseChecks } from './boot.js';
+import { elfArch, isStaticElf, newcArchive } from './initramfs.js';
+import { parseQemuVersion, versionAtLeast, type QemuInstall } from './qemu-env.js';
 
 function hasCpio(): boolean {
   try {
@@ -56,6 +56,60 @@ describe('isStaticElf', () => {
   it('tells a dynamic executable (node) from non-ELF data', () => {
     expect(isStaticElf(readFileSync(process.execPath))).toBe(false);
     expect(isStaticElf(Buffer.from('#!/bin/sh\n'))).toBe(false);
+  });
+});
+
+describe('elfArch', () => {
+  const header = (machine: number) => {
+    const b = Buffer.alloc(64);
+    b.writeUInt32BE(0x7f454c46, 0);
+    b[4] = 2; // 64-bit
+    b[5] = 1; // little-endian
+    b.writeUInt16LE(machine, 18);
+    return b;
+  };
+  it('names x86-64 and aarch64 executables, nothing else', () => {
+    expect(elfArch(header(62))).toBe('x86_64');
+    expect(elfArch(header(183))).toBe('aarch64');
+    expect(elfArch(header(40))).toBeNull(); // 32-bit arm
+    expect(elfArch(Buffer.from('#!/bin/sh\n'))).toBeNull();
+    expect(elfArch(readFileSync(process.execPath))).toBe(process.arch === 'arm64' ? 'aarch64' : 'x86_64');
+  });
+});
+
+describe('guest QEMU arguments per architecture', () => {
+  const install = (arch: QemuInstall['arch']): QemuInstall => ({
+    arch,
+    command: 'qemu',
+    prefixArgs: [],
+    version: '11.1.3',
+    kernel: `/k/${arch}`,
+    arm64Kernels: arch === 'aarch64' ? { '4k': '/k/arm64-4k', '16k': '/k/arm64-16k' } : null,
+    root: null,
+    env: {},
+    source: 'env',
+  });
+  const after = (args: string[], flag: string) => args[args.indexOf(flag) + 1];
+
+  it('x86-64: q35, ttyS0, memfd RAM shared', () => {
+    const a = guestArgs({ qemu: install('x86_64'), initrd: '/i' });
+    expect(after(a, '-machine')).toBe('q35,memory-backend=mem0');
+    expect(a).not.toContain('-cpu');
+    expect(after(a, '-append')).toMatch(/^console=ttyS0 /);
+    expect(after(a, '-kernel')).toBe('/k/x86_64');
+    expect(after(a, '-object')).toBe('memory-backend-memfd,id=mem0,size=512M,share=on');
+  });
+
+  it('arm64: virt, -cpu max, ttyAMA0, no NIC, the kernel of the page size asked for', () => {
+    const a = guestArgs({ qemu: install('aarch64'), initrd: '/i', pageSize: '16k', memoryMiB: 1024 });
+    expect(after(a, '-machine')).toBe('virt,memory-backend=mem0');
+    expect(after(a, '-cpu')).toBe('max,pauth-impdef=on');
+    expect(after(a, '-nic')).toBe('none');
+    expect(after(a, '-append')).toMatch(/^console=ttyAMA0 /);
+    expect(after(a, '-kernel')).toBe('/k/arm64-16k');
+    expect(after(a, '-object')).toBe('memory-backend-memfd,id=mem0,size=1024M,share=on');
+    expect(after(guestArgs({ qemu: install('aarch64'), initrd: '/i' }), '-kernel')).toBe('/k/arm64-4k');
+    expect(after(guestArgs({ qemu: install('aarch64'), initrd: '/i', ownMemory: true }), '-machine')).toBe('virt');
   });
 });
 

@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { buildBarCheck } from './bar-check.js';
 import { guestCacheDir, qemuRootDir } from './paths.js';
+import type { GuestArch } from './qemu-env.js';
 
 /** Printed by /init before the caller's commands. */
 export const INIT_START_MARK = 'GUEST-INIT START';
@@ -34,8 +35,10 @@ export interface BuildInitramfsOptions {
   /** Shell commands (busybox sh) run by /init after the mounts, before poweroff. */
   initCommands: string;
   extraFiles?: ExtraFile[];
-  /** Static busybox to include (default: findBusybox()). */
+  /** Static busybox to include (default: findBusybox(arch)). */
   busybox?: string;
+  /** Default x86_64: busybox and bar-check are built for it. */
+  arch?: GuestArch;
 }
 
 // ---------------------------------------------------------------------------- cpio (newc)
@@ -92,6 +95,16 @@ export function newcArchive(entries: CpioEntry[]): Buffer {
 
 // ---------------------------------------------------------------------------- busybox
 
+const EM_X86_64 = 62;
+const EM_AARCH64 = 183;
+
+/** The ELF machine of a 64-bit little-endian executable, as a GuestArch, or null. */
+export function elfArch(file: Buffer): GuestArch | null {
+  if (file.length < 20 || file.readUInt32BE(0) !== 0x7f454c46 || file[4] !== 2 || file[5] !== 1) return null;
+  const machine = file.readUInt16LE(18);
+  return machine === EM_X86_64 ? 'x86_64' : machine === EM_AARCH64 ? 'aarch64' : null;
+}
+
 /** True when an ELF file has no PT_INTERP program header (statically linked). */
 export function isStaticElf(file: Buffer): boolean {
   if (file.length < 64 || file.readUInt32BE(0) !== 0x7f454c46 || file[4] !== 2) return false;
@@ -107,28 +120,29 @@ export function isStaticElf(file: Buffer): boolean {
 }
 
 /**
- * A static busybox: $NVGRACE_BUSYBOX, the provisioned root's, or the host's
- * (busybox-static) — the first that exists and is statically linked.
+ * A static busybox for the architecture: $NVGRACE_BUSYBOX (x86_64) or
+ * $NVGRACE_BUSYBOX_AARCH64, the provisioned root's (arm64/busybox for aarch64), or the
+ * host's (busybox-static) — the first that exists, is statically linked and is built
+ * for that architecture.
  */
-export function findBusybox(): string {
+export function findBusybox(arch: GuestArch = 'x86_64'): string {
   const root = qemuRootDir();
-  const candidates = [
-    process.env.NVGRACE_BUSYBOX,
-    join(root, 'usr/bin/busybox'),
-    join(root, 'bin/busybox'),
-    '/usr/bin/busybox',
-    '/bin/busybox',
-  ].filter((p): p is string => p !== undefined && p !== '');
+  const candidates = (
+    arch === 'aarch64'
+      ? [process.env.NVGRACE_BUSYBOX_AARCH64, join(root, 'arm64/busybox'), '/usr/bin/busybox', '/bin/busybox']
+      : [process.env.NVGRACE_BUSYBOX, join(root, 'usr/bin/busybox'), join(root, 'bin/busybox'), '/usr/bin/busybox', '/bin/busybox']
+  ).filter((p): p is string => p !== undefined && p !== '');
   for (const p of candidates) {
     try {
-      if (isStaticElf(readFileSync(p))) return p;
+      const file = readFileSync(p);
+      if (isStaticElf(file) && elfArch(file) === arch) return p;
     } catch {
       // not there
     }
   }
   throw new Error(
-    `no static busybox among ${candidates.join(', ')}: provision the QEMU root, ` +
-      'install busybox-static, or set NVGRACE_BUSYBOX',
+    `no static ${arch} busybox among ${candidates.join(', ')}: provision the QEMU root, ` +
+      `install busybox-static, or set ${arch === 'aarch64' ? 'NVGRACE_BUSYBOX_AARCH64' : 'NVGRACE_BUSYBOX'}`,
   );
 }
 
@@ -163,8 +177,9 @@ function guestPath(p: string): string {
  * <cache>/initramfs/, named by a hash of its content.
  */
 export async function buildInitramfs(options: BuildInitramfsOptions): Promise<string> {
-  const busybox = readFileSync(options.busybox ?? findBusybox());
-  const barCheck = readFileSync(await buildBarCheck());
+  const arch = options.arch ?? 'x86_64';
+  const busybox = readFileSync(options.busybox ?? findBusybox(arch));
+  const barCheck = readFileSync(await buildBarCheck(arch));
 
   const dirs = new Set<string>(['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'etc']);
   const files = new Map<string, CpioEntry>();

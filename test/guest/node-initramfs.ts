@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { INIT_END_MARK, INIT_START_MARK, findBusybox, newcArchive, type CpioEntry } from './initramfs.js';
 import { guestCacheDir } from './paths.js';
+import type { GuestArch } from './qemu-env.js';
 
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
@@ -25,10 +26,22 @@ export const GUEST_PROJECT_DIR = '/opt/nvgrace';
 export interface NodeInitramfsOptions {
   /** busybox sh commands run by /init, given the module files to insmod in order (under /lib/modules); the guest powers off afterwards. */
   initCommands: (moduleFiles: string[]) => string;
-  /** The guest kernel (…/boot/vmlinuz-<version>): its modules are looked up beside it. */
-  kernel: string;
-  /** Modules to load, dependencies first, in this order (names as modprobe takes them). */
-  modules: string[];
+  /** The guest kernel (…/boot/vmlinuz-<version>): its modules are looked up beside it (only with modules). */
+  kernel?: string;
+  /** Modules to load, dependencies first, in this order (names as modprobe takes them). Default none. */
+  modules?: string[];
+  /** Default x86_64 (busybox for it). */
+  arch?: GuestArch;
+  /**
+   * Node, the shared libraries it loads and any other files it reads at start (a
+   * distribution's externalized builtins), at their guest paths; default the host's own
+   * node (ldd).
+   */
+  node?: { binary: string; libraries: { guestPath: string; hostPath: string }[]; files?: { guestPath: string; hostPath: string }[] };
+  /** A built tree of the project (dist/, the native addon, node_modules); default this checkout. */
+  projectDir?: string;
+  /** Files of this checkout to carry as well (repository-relative); default the x86 guest checks. */
+  checkoutFiles?: string[];
 }
 
 export interface NodeInitramfs {
@@ -119,6 +132,39 @@ export function productionPackages(root: string): string[] {
   return [...found];
 }
 
+/**
+ * Files a distribution's libnode loads from /usr/share/nodejs at start instead of carrying
+ * them (Debian externalizes acorn, cjs-module-lexer, undici and others): the paths named in
+ * the library, as they exist under `root` (a path in the root -> its host path).
+ */
+export function externalizedBuiltins(libnode: string, resolve: (guestPath: string) => string): { guestPath: string; hostPath: string }[] {
+  const names = new Set(readFileSync(libnode).toString('latin1').match(/\/usr\/share\/nodejs\/[\w@./-]+\.js/g) ?? []);
+  const out: { guestPath: string; hostPath: string }[] = [];
+  for (const guestPath of [...names].sort()) {
+    const hostPath = resolve(guestPath);
+    try {
+      if (statSync(hostPath).isFile()) out.push({ guestPath, hostPath });
+    } catch {
+      // named in the library but not installed: node then does without it
+    }
+  }
+  return out;
+}
+
+/** The guest-side checks of the x86 Node guests (nested pass-through, kernel memory). */
+const DEFAULT_CHECKOUT_FILES = ['test/vfio/l1-check.mjs', 'test/guest/kernel-mem-check.mjs', 'test/guest/kernel-mem-mistakes.mjs'];
+
+/** The host's own node and its libraries (what an x86_64 guest runs). */
+function hostNode(): NonNullable<NodeInitramfsOptions['node']> {
+  const binary = realpathSync(process.execPath);
+  return { binary, libraries: sharedLibraries(binary).map((lib) => ({ guestPath: lib, hostPath: lib })) };
+}
+
+function kernelOf(o: NodeInitramfsOptions): string {
+  if (o.kernel === undefined) throw new Error('buildNodeInitramfs: modules need the kernel they belong to');
+  return o.kernel;
+}
+
 export function filesUnder(dir: string): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -160,28 +206,31 @@ export function buildNodeInitramfs(o: NodeInitramfsOptions): NodeInitramfs {
     add(guestPath, S_IFREG | mode, readFileSync(hostPath));
   };
 
-  add('bin/busybox', S_IFREG | 0o755, readFileSync(findBusybox()));
+  add('bin/busybox', S_IFREG | 0o755, readFileSync(findBusybox(o.arch ?? 'x86_64')));
   add('bin/sh', S_IFLNK | 0o777, Buffer.from('busybox'));
   add('init', S_IFREG | 0o755, Buffer.from(initScript()));
 
   // Node and what it loads, at the paths the dynamic loader looks in.
-  const node = realpathSync(process.execPath);
-  add('usr/bin/node', S_IFREG | 0o755, readFileSync(node));
-  for (const lib of sharedLibraries(node)) add(lib, S_IFREG | 0o755, readFileSync(realpathSync(lib)));
+  const node = o.node ?? hostNode();
+  add('usr/bin/node', S_IFREG | 0o755, readFileSync(node.binary));
+  for (const lib of node.libraries) add(lib.guestPath, S_IFREG | 0o755, readFileSync(realpathSync(lib.hostPath)));
+  for (const f of node.files ?? []) add(f.guestPath, S_IFREG | 0o644, readFileSync(realpathSync(f.hostPath)));
 
   // The project: compiled code, the native addon, production dependencies, the guest-side check.
   const project = GUEST_PROJECT_DIR.replace(/^\//, '');
-  for (const f of ['package.json', 'bin/nvgrace-vfio-user.js', 'build/Release/nvgrace_native.node', 'test/vfio/l1-check.mjs', 'test/guest/kernel-mem-check.mjs', 'test/guest/kernel-mem-mistakes.mjs']) {
-    addFile(`${project}/${f}`, join(REPO_DIR, f));
+  const built = o.projectDir ?? REPO_DIR;
+  for (const f of ['package.json', 'bin/nvgrace-vfio-user.js', 'build/Release/nvgrace_native.node']) {
+    addFile(`${project}/${f}`, join(built, f));
   }
-  for (const f of filesUnder(join(REPO_DIR, 'dist'))) if (!f.endsWith('.map')) addFile(`${project}/${relative(REPO_DIR, f)}`, f);
-  for (const pkg of productionPackages(REPO_DIR)) {
-    for (const f of filesUnder(pkg)) addFile(`${project}/${relative(REPO_DIR, f)}`, f);
+  for (const f of o.checkoutFiles ?? DEFAULT_CHECKOUT_FILES) addFile(`${project}/${f}`, join(REPO_DIR, f));
+  for (const f of filesUnder(join(built, 'dist'))) if (!f.endsWith('.map')) addFile(`${project}/${relative(built, f)}`, f);
+  for (const pkg of productionPackages(built)) {
+    for (const f of filesUnder(pkg)) addFile(`${project}/${relative(built, f)}`, f);
   }
 
   // Kernel modules, kept compressed as shipped: the guest's busybox unpacks .xz itself.
-  const modulesDir = modulesDirFor(o.kernel);
-  const moduleFiles = resolveModules(modulesDir, o.modules);
+  const moduleFiles = (o.modules ?? []).length > 0 ? resolveModules(modulesDirFor(kernelOf(o)), o.modules ?? []) : [];
+  const modulesDir = moduleFiles.length > 0 ? modulesDirFor(kernelOf(o)) : '';
   for (const m of moduleFiles) {
     const raw = readFileSync(join(modulesDir, m));
     if (m.endsWith('.gz')) add(`lib/modules/${m.replace(/\.gz$/, '')}`, S_IFREG | 0o644, gunzipSync(raw));

@@ -2,7 +2,7 @@
 // user opted out with NVGRACE_NO_PROVISION=1), and under CI=true never skipped.
 import { beforeAll, type TestContext } from 'vitest';
 import { PROVISION_SCRIPT } from './paths.js';
-import { describeQemu, ensureQemu, provisioningRequested, type QemuInstall } from './qemu-env.js';
+import { QEMU_BINARY, describeQemu, ensureQemu, provisioningRequested, type GuestArch, type QemuInstall } from './qemu-env.js';
 
 export const PROVISION_TIMEOUT_MS = 20 * 60_000;
 
@@ -11,19 +11,20 @@ export interface QemuFixture {
   require(ctx: TestContext): QemuInstall;
 }
 
-export function useQemu(): QemuFixture {
+export function useQemu(arch: GuestArch = 'x86_64'): QemuFixture {
   let qemu: QemuInstall | null = null;
   let reason = '';
+  const { program, env } = QEMU_BINARY[arch];
   beforeAll(async () => {
     const log: string[] = [];
-    qemu = await ensureQemu({ log });
+    qemu = await ensureQemu({ log, arch });
     if (qemu !== null) {
       console.info(`guest tests: ${describeQemu(qemu)}`);
       return;
     }
     reason =
-      `no QEMU >= 10.1 with vfio-user-pci was found:\n  ${log.join('\n  ')}\n` +
-      `Provision one with \`${PROVISION_SCRIPT}\` (as root), or point QEMU= at a qemu-system-x86_64.`;
+      `no ${program} >= 10.1 with vfio-user-pci (and ${arch} guest kernel) was found:\n  ${log.join('\n  ')}\n` +
+      `Provision one with \`${PROVISION_SCRIPT}\` (as root), or point ${env}= at a ${program}.`;
     if (provisioningRequested()) throw new Error(`provisioning ran but ${reason}`);
     console.warn(`\n!!! SKIPPING real-QEMU guest tests (NVGRACE_NO_PROVISION=1): ${reason}\n`);
   }, PROVISION_TIMEOUT_MS);
