@@ -4,6 +4,7 @@
 // list of such tests is in the test guide.
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { native } from '../../src/native/native.js';
 
 /**
@@ -83,4 +84,30 @@ export function hugetlbMmapGap(): string | null {
     native.closeFd(fd);
   }
   return hugetlbGap;
+}
+
+let pastEofGap: string | null | undefined;
+/**
+ * Non-null under a qemu-user that refuses to map a file where it has no bytes (7.2 with
+ * QEMU_PAGESIZE above the real page, the 16 KiB run: it shortens a file mapping to the
+ * end of the file, so a mapping wholly past it is EINVAL). A real kernel maps it, and an
+ * access there faults.
+ */
+export function mmapPastEofGap(): string | null {
+  if (pastEofGap !== undefined) return pastEofGap;
+  const emu = userModeEmulation();
+  pastEofGap = null;
+  if (emu === null) return pastEofGap;
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-eof-probe-')), 'empty');
+  const fd = fs.openSync(file, 'w+');
+  try {
+    const map = native.mmap(fd, native.pageSize(), native.PROT_READ, native.MAP_SHARED, 0);
+    native.munmap(map);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EINVAL') pastEofGap = `${emu}: mmap of a file wholly past its end answers EINVAL`;
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+  }
+  return pastEofGap;
 }

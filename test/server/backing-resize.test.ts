@@ -11,7 +11,7 @@ import { native } from '../../src/native/native.js';
 import { Errno, RegionIndex } from '../../src/wire/constants.js';
 import { startTestDaemon, until, type TestDaemon } from '../helpers/daemon.js';
 import { mountHugetlbfs, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
-import { hugetlbMmapGap } from '../helpers/emulation.js';
+import { hugetlbMmapGap, mmapPastEofGap } from '../helpers/emulation.js';
 
 const MiB = 1024 * 1024;
 
@@ -64,16 +64,20 @@ describe('a client changing the backing files it was given', () => {
       await expectErrno(c.regionRead(RegionIndex.BAR2, size - 8, 4), Errno.EFAULT);
       await expectErrno(c.regionWrite(RegionIndex.BAR2, size - 8, Buffer.from('more')), Errno.EFAULT);
       await expectErrno(c.regionRead(RegionIndex.BAR2, 0x1ff8, 16), Errno.EFAULT); // from a kept page into a lost one
-      await expectErrno(c.regionRead(RegionIndex.BAR0, 0x100, 4), Errno.EFAULT);
-      await expectErrno(c.regionWrite(RegionIndex.BAR0, 0x100, Buffer.from([1, 2, 3, 4])), Errno.EFAULT);
+      // BAR0's window is mapped at its first access, after the cut: qemu-user 7.2 at 16 KiB
+      // pages cannot map it at all (an emulation gap, docs/testing.md), a kernel maps it and faults
+      const bar0Errno = mmapPastEofGap() === null ? Errno.EFAULT : Errno.EINVAL;
+      await expectErrno(c.regionRead(RegionIndex.BAR0, 0x100, 4), bar0Errno);
+      await expectErrno(c.regionWrite(RegionIndex.BAR0, 0x100, Buffer.from([1, 2, 3, 4])), bar0Errno);
       c.postRegionWrite(RegionIndex.BAR2, size - 4, Buffer.from('lost')); // posted: dropped
       // what is still there, the padding and config space are served as before
       expect((await c.regionRead(RegionIndex.BAR2, 0x800, 4)).toString()).toBe('kept');
       expect([...(await c.regionRead(RegionIndex.BAR2, 8 * MiB - 8, 8))]).toEqual(new Array(8).fill(0xff));
       expect((await c.regionRead(RegionIndex.CONFIG, 0, 2)).readUInt16LE(0)).toBe(0x10de);
       const counters = d.running.daemon.counters;
-      expect(counters.errorsByErrno.get(Errno.EFAULT)).toBe(6);
-      expect(counters.internalErrors).toBe(0);
+      expect(counters.errorsByErrno.get(Errno.EFAULT)).toBe(bar0Errno === Errno.EFAULT ? 6 : 4);
+      // (under the gap each refused window map is an unexpected error of the daemon's own)
+      expect(counters.internalErrors).toBe(bar0Errno === Errno.EFAULT ? 0 : 2);
       fs.ftruncateSync(ap, 4 * size); // and growing
       native.closeFd(ap);
       native.closeFd(regs);
