@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { VfioUserClient } from '../../src/client/client.js';
 import { RegionIndex } from '../../src/wire/constants.js';
@@ -25,6 +26,8 @@ const CONNECTIONS = 3000;
 const SAMPLE_EVERY = 100;
 /** The device memory the daemon maps, paged in up front (see preTouch): the emulated BAR0 and the aperture. */
 const BAR0_SIZE = 16 * MiB;
+/** Preloaded into the daemon: a full garbage collection on SIGUSR2 before each sample. */
+const GC_ON_SIGNAL = fileURLToPath(new URL('../helpers/gc-on-signal.cjs', import.meta.url));
 const APERTURE_SIZE = 96 * MiB;
 
 interface Sample {
@@ -144,7 +147,7 @@ describe('endurance under hostile clients', () => {
       // at the operator's log level, so the per-client log lines (pino child loggers) are part of what is measured
       const daemon = spawnCli(['serve', '--socket', socket, '--aperture-path', path.join(dir, 'aperture'), '--aperture-size', '96M', '--log-level', 'info', '--metrics-listen', '0'], {
         ...process.env,
-        NODE_OPTIONS: process.env['NVGRACE_SOAK_NODE_OPTIONS'] ?? unitNodeOptions(),
+        NODE_OPTIONS: `${process.env['NVGRACE_SOAK_NODE_OPTIONS'] ?? unitNodeOptions()} --require ${GC_ON_SIGNAL}`,
       });
       try {
         await waitForLog(daemon, 'serving metrics');
@@ -162,6 +165,8 @@ describe('endurance under hostile clients', () => {
         let nextPrint = 0;
         let warnings = 0;
         const sample = async () => {
+          process.kill(pid, 'SIGUSR2');
+          await step('a full garbage collection in the daemon', waitForLog(daemon, 'endurance: full gc done'));
           const s = await step(`probe after ${connections} connections`, probe(socket, pid, port, connections, t0));
           // the log is not kept: a client line per connection would grow this process, not the daemon
           warnings += daemon.out.stderr.split('\n').filter((l) => /"level":(40|50|60)/.test(l)).length;
