@@ -137,7 +137,9 @@ describe('mmap / munmap', () => {
     })();
     // Mappings of offset 0 at different addresses never merge: one line each.
     expect(mappingsOf(name)).toBe(20);
-    await collectGarbage();
+    // a full collection need not find every dead buffer at once (under emulation it did
+    // not): collect until none is left, a bounded number of times
+    for (let i = 0; i < 20 && mappingsOf(name) > 0; i++) await collectGarbage();
     expect(mappingsOf(name)).toBe(0);
     native.closeFd(fd);
   });

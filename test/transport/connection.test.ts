@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { native } from '../../src/native/native.js';
 import { Connection, DEFAULT_LIMITS, type ConnectionLimits } from '../../src/transport/connection.js';
 import type { Header } from '../../src/wire/messages.js';
+import { msgCtruncGap } from '../helpers/emulation.js';
 import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 interface Seen {
@@ -158,7 +159,10 @@ describe('Connection framing', () => {
     expect(seen.length).toBe(0);
   });
 
-  it('closes the connection when one sendmsg brings more than 16 fds (the kernel truncates them), with the same words', async () => {
+  // qemu-user does not report MSG_CTRUNC (an emulation gap, docs/testing.md): the truncation is not seen there
+  const ctruncGap = msgCtruncGap();
+  if (ctruncGap !== null) console.warn(`skipped: MSG_CTRUNC: ${ctruncGap}`);
+  it.skipIf(ctruncGap !== null)('closes the connection when one sendmsg brings more than 16 fds (the kernel truncates them), with the same words', async () => {
     const { peer, seen, closed, broken } = connect();
     const before = native.fdCount();
     // our binding sends at most 16 fds at a time: Python's socket.send_fds sends 20 in one sendmsg
