@@ -19,8 +19,12 @@
 # callers wait. Needs root (binfmt_misc, debootstrap, chroot).
 #
 # Prints, on the last line of stdout, the root's path. The Debian mirror is the one this
-# machine's apt sources use, or $NVGRACE_DEBIAN_MIRROR.
+# machine's apt sources use, or $NVGRACE_DEBIAN_MIRROR. What it shares with the other
+# provisioning scripts is in test/helpers/provision-lib.sh.
 set -euo pipefail
+PROVISION_NAME=provision-arm64
+# shellcheck source=../helpers/provision-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../helpers/provision-lib.sh"
 
 DIR="${1:-${NVGRACE_ARM64_ROOT:-/var/cache/nvgrace-vfio-user/arm64-root}}"
 DIR="${DIR%/}"
@@ -49,9 +53,6 @@ AARCH64_MAGIC='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x
 AARCH64_MASK='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
 # Where the root keeps the host's CA bundle (npm's cafile, NODE_EXTRA_CA_CERTS).
 ROOT_CA=/etc/nvgrace/host-ca.crt
-
-log() { printf 'provision-arm64: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # ------------------------------------------------------------------------- binfmt, CA
 # Either of our interpreters (a 16 KiB run switches to the other one for its duration).
@@ -110,9 +111,7 @@ print_versions() {
   printf '%s\n' "$root"
 }
 
-is_complete() {
-  [[ -f "$1/$STAMP_NAME" ]] && [[ "$(cat "$1/$STAMP_NAME")" == "$RECIPE" ]]
-}
+is_complete() { stamp_matches "$1" "$STAMP_NAME" "$RECIPE"; }
 
 qemu_complete() {
   [[ -x "$QEMU_BIN" && -x "$QEMU_PAGESIZE_BIN" && "$(cat "$QEMU_STAMP" 2>/dev/null)" == "$QEMU_RECIPE" ]]
@@ -130,10 +129,7 @@ fi
 START=$SECONDS
 PARENT="$(dirname "$DIR")"
 BASE="$(basename "$DIR")"
-mkdir -p "$PARENT"
-
-exec {LOCK_FD}>"$PARENT/.$BASE.lock"
-flock "$LOCK_FD"
+lock_builds "$PARENT/.$BASE.lock"
 if is_complete "$DIR" && qemu_complete; then
   binfmt_ok || register_binfmt
   install_ca "$DIR"
@@ -142,107 +138,17 @@ if is_complete "$DIR" && qemu_complete; then
 fi
 
 # ---------------------------------------------------------------------------- host tools
-APT_UPDATED=0
-need_pkg() { # need_pkg PACKAGE TEST-COMMAND...
-  local pkg="$1"; shift
-  if ! "$@" >/dev/null 2>&1; then
-    if [[ $APT_UPDATED == 0 ]]; then
-      log "apt-get update (host)"
-      apt-get update -qq
-      APT_UPDATED=1
-    fi
-    log "installing host package $pkg"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
-  fi
-}
 need_pkg debootstrap command -v debootstrap
 need_pkg debian-archive-keyring test -e /usr/share/keyrings/debian-archive-keyring.gpg
-command -v flock >/dev/null || die "flock (util-linux) is missing"
 
 # ------------------------------------------------------------------------------- mirror
-# The first non-security Debian archive URI in this machine's enabled apt sources
-# (deb822 *.sources, then one-line *.list).
-host_mirror() {
-  local f
-  shopt -s nullglob
-  for f in /etc/apt/sources.list.d/*.sources; do
-    awk '
-      function flush() {
-        if (types ~ /(^| )deb( |$)/ && enabled != "no" && suites !~ /-security/ && uris != "") {
-          n = split(uris, u, /[ \t]+/)
-          for (i = 1; i <= n; i++) if (u[i] ~ /^https?:\/\// && u[i] !~ /security/) { print u[i]; exit }
-        }
-        types = ""; uris = ""; suites = ""; enabled = ""
-      }
-      /^[ \t]*#/ { next }
-      /^[ \t]*$/ { flush(); next }
-      tolower($1) == "types:"   { $1 = ""; types = $0 }
-      tolower($1) == "uris:"    { $1 = ""; uris = $0 }
-      tolower($1) == "suites:"  { $1 = ""; suites = $0 }
-      tolower($1) == "enabled:" { enabled = tolower($2) }
-      END { flush() }
-    ' "$f"
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f "$f" ]] || continue
-    sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" |
-      awk '$1 == "deb" && $2 ~ /^https?:\/\// && $2 !~ /security/ && $3 !~ /-security/ { print $2 }'
-  done
-  shopt -u nullglob
-}
-
-MIRROR="${NVGRACE_DEBIAN_MIRROR:-}"
-if [[ -z "$MIRROR" ]]; then
-  MIRROR="$(host_mirror | grep -E '/debian/?$' | head -n 1 || true)"
-fi
-[[ -n "$MIRROR" ]] || die "no Debian mirror found in /etc/apt sources; set NVGRACE_DEBIAN_MIRROR"
-MIRROR="${MIRROR%/}"
-log "mirror: $MIRROR"
+MIRROR="$(debian_mirror)"
 
 # ----------------------------------------------------------------------------- qemu-user
 TMP="$DIR.tmp.$$"
 QTMP="$QEMU_DIR.tmp.$$"
-MOUNTS=()
-
-umount_below() {
-  local path m
-  path="$(realpath -m "$1")"
-  while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
-  done < <(awk -v p="$path" '
-      { gsub(/\\040/, " ", $5) }
-      $5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-}
-
-remove_tree() {
-  [[ -e "$1" ]] || return 0
-  umount_below "$1"
-  rm -rf --one-file-system "$1"
-}
-
-cleanup() {
-  local rc=$? i
-  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-    umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null || true
-  done
-  MOUNTS=()
-  [[ -e "$QTMP" ]] && rm -rf "$QTMP"
-  if [[ -e "$TMP" ]]; then
-    [[ $rc == 0 ]] || log "build failed (exit $rc); removing $TMP"
-    remove_tree "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-shopt -s nullglob
-for stale in "$DIR".tmp.* "$QEMU_DIR".tmp.*; do
-  log "removing stale $stale"
-  remove_tree "$stale"
-done
-shopt -u nullglob
+cleanup_on_exit "$TMP" "$QTMP"
+remove_stale "$DIR" "$QEMU_DIR"
 
 # fetch_qemu SUITE PACKAGE OUT: qemu-aarch64 of a Debian amd64 package, with a private apt state.
 fetch_qemu() {
@@ -289,53 +195,21 @@ if is_complete "$DIR"; then
 fi
 
 # ------------------------------------------------------------------------------- the root
-log "debootstrap --arch=arm64 --variant=minbase $SUITE into $TMP"
-debootstrap --arch=arm64 --variant=minbase "$SUITE" "$TMP" "$MIRROR" >"$PARENT/.$BASE.debootstrap.log" 2>&1 ||
-  { tail -n 30 "$PARENT/.$BASE.debootstrap.log" >&2; die "debootstrap failed (log: $PARENT/.$BASE.debootstrap.log)"; }
-umount_below "$TMP"
-
-cat >"$TMP/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-EOF
-cat >"$TMP/etc/apt/apt.conf.d/90nvgrace" <<'EOF'
-APT::Install-Recommends "false";
-APT::Install-Suggests "false";
-Acquire::Languages "none";
-EOF
-mkdir -p "$TMP/etc/dpkg/dpkg.cfg.d"
-cat >"$TMP/etc/dpkg/dpkg.cfg.d/90nvgrace-nodoc" <<'EOF'
-path-exclude=/usr/share/doc/*
-path-exclude=/usr/share/man/*
-path-exclude=/usr/share/info/*
-path-exclude=/usr/share/locale/*
-EOF
-printf '#!/bin/sh\nexit 101\n' >"$TMP/usr/sbin/policy-rc.d"
-chmod 0755 "$TMP/usr/sbin/policy-rc.d"
-cp -L /etc/resolv.conf "$TMP/etc/resolv.conf"
-
-mount_in() { # mount_in TARGET MOUNT-ARGS...
-  local target="$1"; shift
-  mkdir -p "$target"
-  mount "$@" "$target"
-  MOUNTS+=("$target")
-}
-mount_in "$TMP/proc" -t proc proc
-mount_in "$TMP/sys" -t sysfs sysfs
-mount_in "$TMP/dev" --bind /dev
-mount_in "$TMP/dev/pts" --bind /dev/pts
+debootstrap_root "$PARENT/.$BASE.debootstrap.log" "$TMP" "$SUITE" "$MIRROR" --arch=arm64
+write_apt_sources "$TMP" "$MIRROR" "$SUITE"
+configure_root "$TMP"
+mount_chroot_fs "$TMP"
 mount_in "$TMP/dev/shm" --bind /dev/shm
 
 in_root() { DEBIAN_FRONTEND=noninteractive LC_ALL=C chroot "$TMP" "$@"; }
 
 log "apt-get install ${ROOT_PACKAGES[*]} (under emulation)"
 in_root apt-get update -qq
-(in_root apt-get install -y -qq --no-install-recommends "${ROOT_PACKAGES[@]}") \
-  >"$PARENT/.$BASE.apt.log" 2>&1 ||
-  { tail -n 30 "$PARENT/.$BASE.apt.log" >&2; die "apt-get install failed (log: $PARENT/.$BASE.apt.log)"; }
+run_logged "$PARENT/.$BASE.apt.log" "apt-get install" \
+  in_root apt-get install -y -qq --no-install-recommends "${ROOT_PACKAGES[@]}"
 in_root apt-get clean
 
-for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[i]}"; done
-MOUNTS=()
+unmount_all
 rm -f "$TMP/usr/sbin/policy-rc.d"
 
 install_ca "$TMP"
@@ -343,14 +217,6 @@ mkdir -p "$TMP/work"
 in_root /usr/bin/node -e 'if (process.arch !== "arm64") process.exit(1)' ||
   die "node in $TMP is not arm64"
 
-printf '%s' "$RECIPE" >"$TMP/$STAMP_NAME"
-if [[ -e "$DIR" ]]; then
-  OLD="$DIR.tmp.old.$$"
-  mv "$DIR" "$OLD"
-  mv "$TMP" "$DIR"
-  remove_tree "$OLD"
-else
-  mv "$TMP" "$DIR"
-fi
+publish_root "$TMP" "$DIR" "$STAMP_NAME" "$RECIPE"
 log "done in $((SECONDS - START)) s ($(du -sh "$DIR" | cut -f1))"
 print_versions "$DIR"

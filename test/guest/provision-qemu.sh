@@ -22,6 +22,9 @@
 # The Debian mirror is the one this machine's apt sources use (read at run time), or
 # $NVGRACE_DEBIAN_MIRROR when set.
 set -euo pipefail
+PROVISION_NAME=provision-qemu
+# shellcheck source=../helpers/provision-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../helpers/provision-lib.sh"
 
 DIR="${1:-${NVGRACE_QEMU_ROOT:-/var/cache/nvgrace-vfio-user/qemu-root}}"
 DIR="${DIR%/}"
@@ -35,9 +38,6 @@ ARM64_BUSYBOX=busybox-static
 # Changing this string (or the package lists) makes the next run rebuild the root.
 RECIPE="nvgrace-qemu-root v2 suite=${SUITE} backports=${BACKPORTS} packages=${GUEST_PACKAGES[*]} arm64=${ARM64_KERNELS[*]} ${ARM64_BUSYBOX}"
 STAMP_NAME=.nvgrace-qemu-root.stamp
-
-log() { printf 'provision-qemu: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # Run the root's QEMU from the host through the root's dynamic loader.
 root_qemu_arch() {
@@ -56,9 +56,7 @@ print_version() {
   printf '%s\n' "$version"
 }
 
-is_complete() {
-  [[ -f "$1/$STAMP_NAME" ]] && [[ "$(cat "$1/$STAMP_NAME")" == "$RECIPE" ]]
-}
+is_complete() { stamp_matches "$1" "$STAMP_NAME" "$RECIPE"; }
 
 # Fast path: nothing to do (no lock, no root needed).
 if is_complete "$DIR"; then
@@ -71,30 +69,14 @@ fi
 START=$SECONDS
 PARENT="$(dirname "$DIR")"
 BASE="$(basename "$DIR")"
-mkdir -p "$PARENT"
-
 # One builder at a time (parallel test workers may all ask for the root).
-exec {LOCK_FD}>"$PARENT/.$BASE.lock"
-flock "$LOCK_FD"
+lock_builds "$PARENT/.$BASE.lock"
 if is_complete "$DIR"; then
   print_version "$DIR"
   exit 0
 fi
 
 # ---------------------------------------------------------------------------- host tools
-APT_UPDATED=0
-need_pkg() { # need_pkg PACKAGE TEST-COMMAND...
-  local pkg="$1"; shift
-  if ! "$@" >/dev/null 2>&1; then
-    if [[ $APT_UPDATED == 0 ]]; then
-      log "apt-get update (host)"
-      apt-get update -qq
-      APT_UPDATED=1
-    fi
-    log "installing host package $pkg"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
-  fi
-}
 need_pkg debootstrap command -v debootstrap
 need_pkg cpio command -v cpio
 need_pkg gcc command -v gcc
@@ -102,142 +84,23 @@ need_pkg libc6-dev test -e /usr/include/stdio.h -a -e /usr/lib/x86_64-linux-gnu/
 # Static aarch64 guest programs (bar-check) are cross-compiled on the host.
 need_pkg gcc-aarch64-linux-gnu command -v aarch64-linux-gnu-gcc
 need_pkg libc6-dev-arm64-cross test -e /usr/aarch64-linux-gnu/lib/libc.a
-command -v flock >/dev/null || die "flock (util-linux) is missing"
 
 # ------------------------------------------------------------------------------- mirror
-# The first non-security Debian archive URI in this machine's enabled apt sources
-# (deb822 *.sources, then one-line *.list).
-host_mirror() {
-  local f
-  shopt -s nullglob
-  for f in /etc/apt/sources.list.d/*.sources; do
-    awk '
-      function flush() {
-        if (types ~ /(^| )deb( |$)/ && enabled != "no" && suites !~ /-security/ && uris != "") {
-          n = split(uris, u, /[ \t]+/)
-          for (i = 1; i <= n; i++) if (u[i] ~ /^https?:\/\// && u[i] !~ /security/) { print u[i]; exit }
-        }
-        types = ""; uris = ""; suites = ""; enabled = ""
-      }
-      /^[ \t]*#/ { next }
-      /^[ \t]*$/ { flush(); next }
-      tolower($1) == "types:"   { $1 = ""; types = $0 }
-      tolower($1) == "uris:"    { $1 = ""; uris = $0 }
-      tolower($1) == "suites:"  { $1 = ""; suites = $0 }
-      tolower($1) == "enabled:" { enabled = tolower($2) }
-      END { flush() }
-    ' "$f"
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f "$f" ]] || continue
-    # deb [options] URI SUITE COMPONENTS...
-    sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" |
-      awk '$1 == "deb" && $2 ~ /^https?:\/\// && $2 !~ /security/ && $3 !~ /-security/ { print $2 }'
-  done
-  shopt -u nullglob
-}
-
-MIRROR="${NVGRACE_DEBIAN_MIRROR:-}"
-if [[ -z "$MIRROR" ]]; then
-  MIRROR="$(host_mirror | grep -E '/debian/?$' | head -n 1 || true)"
-fi
-[[ -n "$MIRROR" ]] || die "no Debian mirror found in /etc/apt sources; set NVGRACE_DEBIAN_MIRROR"
-MIRROR="${MIRROR%/}"
-log "mirror: $MIRROR"
+MIRROR="$(debian_mirror)"
 
 # ----------------------------------------------------------------------- build and mount
 TMP="$DIR.tmp.$$"
-MOUNTS=()
-
-# Unmount everything below a path, deepest first (also used on stale build dirs).
-umount_below() {
-  local path m
-  path="$(realpath -m "$1")"
-  while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
-  done < <(awk -v p="$path" '
-      { gsub(/\\040/, " ", $5) }
-      $5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-}
-
-remove_tree() {
-  [[ -e "$1" ]] || return 0
-  umount_below "$1"
-  # --one-file-system: never descend into a mount that survived (e.g. a bound /dev).
-  rm -rf --one-file-system "$1"
-}
-
-cleanup() {
-  local rc=$? i
-  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-    umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null || true
-  done
-  MOUNTS=()
-  if [[ -e "$TMP" && $rc != 0 && "${NVGRACE_PROVISION_KEEP_FAILED:-}" == 1 ]]; then
-    log "build failed (exit $rc); kept $TMP to look at (the next run removes it)"
-  elif [[ -e "$TMP" ]]; then
-    [[ $rc == 0 ]] || log "build failed (exit $rc); removing $TMP"
-    remove_tree "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-mount_in() { # mount_in TARGET MOUNT-ARGS...
-  local target="$1"; shift
-  mkdir -p "$target"
-  mount "$@" "$target"
-  MOUNTS+=("$target")
-}
+cleanup_on_exit --may-keep-failed "$TMP"
 
 # Leftovers from interrupted runs.
-shopt -s nullglob
-for stale in "$DIR".tmp.*; do
-  log "removing stale $stale"
-  remove_tree "$stale"
-done
-shopt -u nullglob
+remove_stale "$DIR"
 
-log "debootstrap --variant=minbase $SUITE into $TMP"
-debootstrap --variant=minbase "$SUITE" "$TMP" "$MIRROR" >"$PARENT/.$BASE.debootstrap.log" 2>&1 ||
-  { tail -n 30 "$PARENT/.$BASE.debootstrap.log" >&2; die "debootstrap failed (log: $PARENT/.$BASE.debootstrap.log)"; }
-umount_below "$TMP" # debootstrap may leave its own mounts behind in containers
-
-cat >"$TMP/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-EOF
-cat >"$TMP/etc/apt/sources.list.d/$BACKPORTS.list" <<EOF
-deb $MIRROR $BACKPORTS main
-EOF
-cat >"$TMP/etc/apt/apt.conf.d/90nvgrace" <<'EOF'
-APT::Install-Recommends "false";
-APT::Install-Suggests "false";
-Acquire::Languages "none";
-EOF
-# Documentation is dead weight here.
-mkdir -p "$TMP/etc/dpkg/dpkg.cfg.d"
-cat >"$TMP/etc/dpkg/dpkg.cfg.d/90nvgrace-nodoc" <<'EOF'
-path-exclude=/usr/share/doc/*
-path-exclude=/usr/share/man/*
-path-exclude=/usr/share/info/*
-path-exclude=/usr/share/locale/*
-path-exclude=/usr/share/AAVMF/*
-path-exclude=/usr/bin/qemu-system-arm
-path-exclude=/usr/bin/qemu-system-i386
-EOF
+debootstrap_root "$PARENT/.$BASE.debootstrap.log" "$TMP" "$SUITE" "$MIRROR"
+write_apt_sources "$TMP" "$MIRROR" "$SUITE" "$BACKPORTS"
 # (qemu-efi-aarch64's 64 MiB pflash images and QEMU's 32-bit machines are not used: the
 # arm64 guests boot QEMU_EFI.fd with -bios, or no firmware at all.)
-# No daemons may start inside the build root.
-printf '#!/bin/sh\nexit 101\n' >"$TMP/usr/sbin/policy-rc.d"
-chmod 0755 "$TMP/usr/sbin/policy-rc.d"
-cp -L /etc/resolv.conf "$TMP/etc/resolv.conf"
-
-mount_in "$TMP/proc" -t proc proc
-mount_in "$TMP/sys" -t sysfs sysfs
-mount_in "$TMP/dev" --bind /dev
-mount_in "$TMP/dev/pts" --bind /dev/pts
+configure_root "$TMP" '/usr/share/AAVMF/*' /usr/bin/qemu-system-arm /usr/bin/qemu-system-i386
+mount_chroot_fs "$TMP"
 
 in_root() { DEBIAN_FRONTEND=noninteractive LC_ALL=C chroot "$TMP" "$@"; }
 
@@ -247,10 +110,8 @@ APT_START=$SECONDS
 # used to download the arm64 files below).
 in_root dpkg --add-architecture arm64
 in_root apt-get update -qq
-# (A subshell: a redirected function call would also redirect this shell's traps.)
-(in_root apt-get install -y -qq --no-install-recommends -t "$BACKPORTS" "${GUEST_PACKAGES[@]}") \
-  >"$PARENT/.$BASE.apt.log" 2>&1 ||
-  { tail -n 30 "$PARENT/.$BASE.apt.log" >&2; die "apt-get install failed (log: $PARENT/.$BASE.apt.log)"; }
+run_logged "$PARENT/.$BASE.apt.log" "apt-get install" \
+  in_root apt-get install -y -qq --no-install-recommends -t "$BACKPORTS" "${GUEST_PACKAGES[@]}"
 log "installed in $((SECONDS - APT_START)) s"
 
 # ------------------------------------------------------------------ arm64 guest files
@@ -318,8 +179,7 @@ in_root apt-get clean
 # The package lists (over 100 MB with arm64's) serve no one once the root is built.
 rm -rf "$TMP"/var/lib/apt/lists/*
 
-for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[i]}"; done
-MOUNTS=()
+unmount_all
 rm -f "$TMP/usr/sbin/policy-rc.d"
 
 # Debian installs the kernel image 0600; the tests may run as another user. The
@@ -333,14 +193,6 @@ root_qemu "$TMP" -device help 2>/dev/null | grep '"vfio-user-pci"' >/dev/null ||
 root_qemu_arch "$TMP" aarch64 -device help 2>/dev/null | grep '"vfio-user-pci"' >/dev/null ||
   die "the qemu-system-aarch64 in $TMP has no vfio-user-pci device"
 
-printf '%s' "$RECIPE" >"$TMP/$STAMP_NAME"
-if [[ -e "$DIR" ]]; then
-  OLD="$DIR.tmp.old.$$"
-  mv "$DIR" "$OLD"
-  mv "$TMP" "$DIR"
-  remove_tree "$OLD"
-else
-  mv "$TMP" "$DIR"
-fi
+publish_root "$TMP" "$DIR" "$STAMP_NAME" "$RECIPE"
 log "done in $((SECONDS - START)) s ($(du -sh "$DIR" | cut -f1))"
 print_version "$DIR"

@@ -16,10 +16,14 @@
 # `NVGRACE-GUEST END status=N` on the serial console and powers off. Without that disk
 # it powers off at once.
 #
-# QEMU itself comes from the QEMU root (provision-qemu.sh). Same pattern as that script:
-# idempotent (a stamp file holds the recipe), built in DIR.tmp.<pid> and renamed into
-# place, one builder at a time (flock). Needs root (debootstrap, chroot).
+# QEMU itself comes from the QEMU root (provision-qemu.sh). Same pattern as that script
+# (test/helpers/provision-lib.sh): idempotent (a stamp file holds the recipe), built in
+# DIR.tmp.<pid> and renamed into place, one builder at a time (flock). Needs root
+# (debootstrap, chroot).
 set -euo pipefail
+PROVISION_NAME=provision-systemd-root
+# shellcheck source=../helpers/provision-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../helpers/provision-lib.sh"
 
 DIR="${1:-${NVGRACE_SYSTEMD_ROOT:-/var/cache/nvgrace-vfio-user/systemd-root}}"
 DIR="${DIR%/}"
@@ -31,12 +35,7 @@ KERNEL_PACKAGES=(linux-image-cloud-amd64)
 RECIPE="nvgrace-systemd-root v3 suite=${SUITE} packages=${PACKAGES[*]} backports=${KERNEL_PACKAGES[*]}"
 STAMP_NAME=.nvgrace-systemd-root.stamp
 
-log() { printf 'provision-systemd-root: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-is_complete() {
-  [[ -f "$1/$STAMP_NAME" ]] && [[ "$(cat "$1/$STAMP_NAME")" == "$RECIPE" ]]
-}
+is_complete() { stamp_matches "$1" "$STAMP_NAME" "$RECIPE"; }
 
 if is_complete "$DIR"; then
   log "root: $DIR (complete)"
@@ -48,172 +47,47 @@ fi
 START=$SECONDS
 PARENT="$(dirname "$DIR")"
 BASE="$(basename "$DIR")"
-mkdir -p "$PARENT"
-
-exec {LOCK_FD}>"$PARENT/.$BASE.lock"
-flock "$LOCK_FD"
+lock_builds "$PARENT/.$BASE.lock"
 if is_complete "$DIR"; then
   log "root: $DIR (complete)"
   exit 0
 fi
 
 # ---------------------------------------------------------------------------- host tools
-APT_UPDATED=0
-need_pkg() { # need_pkg PACKAGE TEST-COMMAND...
-  local pkg="$1"; shift
-  if ! "$@" >/dev/null 2>&1; then
-    if [[ $APT_UPDATED == 0 ]]; then
-      log "apt-get update (host)"
-      apt-get update -qq
-      APT_UPDATED=1
-    fi
-    log "installing host package $pkg"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
-  fi
-}
 need_pkg debootstrap command -v debootstrap
 need_pkg cpio command -v cpio
 # mke2fs -d (populate from a folder) needs e2fsprogs >= 1.43
 need_pkg e2fsprogs command -v mke2fs
-command -v flock >/dev/null || die "flock (util-linux) is missing"
 
 # ------------------------------------------------------------------------------- mirror
-# The first non-security Debian archive URI in this machine's enabled apt sources
-# (deb822 *.sources, then one-line *.list); as in provision-qemu.sh.
-host_mirror() {
-  local f
-  shopt -s nullglob
-  for f in /etc/apt/sources.list.d/*.sources; do
-    awk '
-      function flush() {
-        if (types ~ /(^| )deb( |$)/ && enabled != "no" && suites !~ /-security/ && uris != "") {
-          n = split(uris, u, /[ \t]+/)
-          for (i = 1; i <= n; i++) if (u[i] ~ /^https?:\/\// && u[i] !~ /security/) { print u[i]; exit }
-        }
-        types = ""; uris = ""; suites = ""; enabled = ""
-      }
-      /^[ \t]*#/ { next }
-      /^[ \t]*$/ { flush(); next }
-      tolower($1) == "types:"   { $1 = ""; types = $0 }
-      tolower($1) == "uris:"    { $1 = ""; uris = $0 }
-      tolower($1) == "suites:"  { $1 = ""; suites = $0 }
-      tolower($1) == "enabled:" { enabled = tolower($2) }
-      END { flush() }
-    ' "$f"
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f "$f" ]] || continue
-    sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" |
-      awk '$1 == "deb" && $2 ~ /^https?:\/\// && $2 !~ /security/ && $3 !~ /-security/ { print $2 }'
-  done
-  shopt -u nullglob
-}
-
-MIRROR="${NVGRACE_DEBIAN_MIRROR:-}"
-if [[ -z "$MIRROR" ]]; then
-  MIRROR="$(host_mirror | grep -E '/debian/?$' | head -n 1 || true)"
-fi
-[[ -n "$MIRROR" ]] || die "no Debian mirror found in /etc/apt sources; set NVGRACE_DEBIAN_MIRROR"
-MIRROR="${MIRROR%/}"
-log "mirror: $MIRROR"
+MIRROR="$(debian_mirror)"
 
 # ----------------------------------------------------------------------- build and mount
 TMP="$DIR.tmp.$$"
 ROOT="$TMP/rootfs"
-MOUNTS=()
-
-umount_below() {
-  local path m
-  path="$(realpath -m "$1")"
-  while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
-  done < <(awk -v p="$path" '
-      { gsub(/\\040/, " ", $5) }
-      $5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-}
-
-remove_tree() {
-  [[ -e "$1" ]] || return 0
-  umount_below "$1"
-  rm -rf --one-file-system "$1"
-}
-
-cleanup() {
-  local rc=$? i
-  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
-    umount "${MOUNTS[i]}" 2>/dev/null || umount -l "${MOUNTS[i]}" 2>/dev/null || true
-  done
-  MOUNTS=()
-  if [[ -e "$TMP" ]]; then
-    [[ $rc == 0 ]] || log "build failed (exit $rc); removing $TMP"
-    remove_tree "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-mount_in() { # mount_in TARGET MOUNT-ARGS...
-  local target="$1"; shift
-  mkdir -p "$target"
-  mount "$@" "$target"
-  MOUNTS+=("$target")
-}
-
-shopt -s nullglob
-for stale in "$DIR".tmp.*; do
-  log "removing stale $stale"
-  remove_tree "$stale"
-done
-shopt -u nullglob
+cleanup_on_exit "$TMP"
+remove_stale "$DIR"
 
 mkdir -p "$TMP"
-log "debootstrap --variant=minbase $SUITE into $ROOT"
-debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$PARENT/.$BASE.debootstrap.log" 2>&1 ||
-  { tail -n 30 "$PARENT/.$BASE.debootstrap.log" >&2; die "debootstrap failed (log: $PARENT/.$BASE.debootstrap.log)"; }
-umount_below "$ROOT"
-
-cat >"$ROOT/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-EOF
-cat >"$ROOT/etc/apt/sources.list.d/$BACKPORTS.list" <<EOF
-deb $MIRROR $BACKPORTS main
-EOF
-cat >"$ROOT/etc/apt/apt.conf.d/90nvgrace" <<'EOF'
-APT::Install-Recommends "false";
-APT::Install-Suggests "false";
-Acquire::Languages "none";
-EOF
-mkdir -p "$ROOT/etc/dpkg/dpkg.cfg.d"
-cat >"$ROOT/etc/dpkg/dpkg.cfg.d/90nvgrace-nodoc" <<'EOF'
-path-exclude=/usr/share/doc/*
-path-exclude=/usr/share/man/*
-path-exclude=/usr/share/info/*
-path-exclude=/usr/share/locale/*
-EOF
-printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
-chmod 0755 "$ROOT/usr/sbin/policy-rc.d"
-cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-
-mount_in "$ROOT/proc" -t proc proc
-mount_in "$ROOT/sys" -t sysfs sysfs
-mount_in "$ROOT/dev" --bind /dev
-mount_in "$ROOT/dev/pts" --bind /dev/pts
+debootstrap_root "$PARENT/.$BASE.debootstrap.log" "$ROOT" "$SUITE" "$MIRROR"
+write_apt_sources "$ROOT" "$MIRROR" "$SUITE" "$BACKPORTS"
+configure_root "$ROOT"
+mount_chroot_fs "$ROOT"
 
 # INITRD=No: Debian's kernel hook would build an initramfs-tools image we never boot.
 in_root() { DEBIAN_FRONTEND=noninteractive LC_ALL=C INITRD=No chroot "$ROOT" "$@"; }
 
+install_packages() {
+  in_root apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" &&
+    in_root apt-get install -y -qq --no-install-recommends -t "$BACKPORTS" "${KERNEL_PACKAGES[@]}"
+}
+
 log "apt-get install ${PACKAGES[*]}; -t $BACKPORTS ${KERNEL_PACKAGES[*]}"
 in_root apt-get update -qq
-(in_root apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" &&
-  in_root apt-get install -y -qq --no-install-recommends -t "$BACKPORTS" "${KERNEL_PACKAGES[@]}") \
-  >"$PARENT/.$BASE.apt.log" 2>&1 ||
-  { tail -n 30 "$PARENT/.$BASE.apt.log" >&2; die "apt-get install failed (log: $PARENT/.$BASE.apt.log)"; }
+run_logged "$PARENT/.$BASE.apt.log" "apt-get install" install_packages
 in_root apt-get clean
 
-for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount "${MOUNTS[i]}"; done
-MOUNTS=()
+unmount_all
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/etc/resolv.conf"
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/boot/initrd.img-*
 
@@ -336,13 +210,5 @@ mke2fs -q -F -t ext4 -L nvgrace-root -d "$ROOT" "$TMP/rootfs.img" ||
   die "mke2fs -d failed"
 remove_tree "$ROOT"
 
-printf '%s' "$RECIPE" >"$TMP/$STAMP_NAME"
-if [[ -e "$DIR" ]]; then
-  OLD="$DIR.tmp.old.$$"
-  mv "$DIR" "$OLD"
-  mv "$TMP" "$DIR"
-  remove_tree "$OLD"
-else
-  mv "$TMP" "$DIR"
-fi
+publish_root "$TMP" "$DIR" "$STAMP_NAME" "$RECIPE"
 log "done in $((SECONDS - START)) s ($(du -sh "$DIR" | cut -f1) on disk, kernel $KVER)"
