@@ -23,7 +23,7 @@
 # provisioning scripts is in test/helpers/provision-lib.sh.
 set -euo pipefail
 PROVISION_NAME=provision-arm64
-# shellcheck source=../helpers/provision-lib.sh
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/../helpers/provision-lib.sh"
 
 DIR="${1:-${NVGRACE_ARM64_ROOT:-/var/cache/nvgrace-vfio-user/arm64-root}}"

@@ -23,7 +23,7 @@
 # $NVGRACE_DEBIAN_MIRROR when set.
 set -euo pipefail
 PROVISION_NAME=provision-qemu
-# shellcheck source=../helpers/provision-lib.sh
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/../helpers/provision-lib.sh"
 
 DIR="${1:-${NVGRACE_QEMU_ROOT:-/var/cache/nvgrace-vfio-user/qemu-root}}"

@@ -22,7 +22,7 @@
 # (debootstrap, chroot).
 set -euo pipefail
 PROVISION_NAME=provision-systemd-root
-# shellcheck source=../helpers/provision-lib.sh
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/../helpers/provision-lib.sh"
 
 DIR="${1:-${NVGRACE_SYSTEMD_ROOT:-/var/cache/nvgrace-vfio-user/systemd-root}}"

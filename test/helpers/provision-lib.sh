@@ -10,8 +10,8 @@
 # log lines):
 #   PROVISION_NAME=provision-qemu
 #   source "$(dirname "${BASH_SOURCE[0]}")/../helpers/provision-lib.sh"
-# Nothing here runs when sourced; the functions keep what must outlive a call in MOUNTS
-# (mount_in) and the PROVISION_* globals below.
+# Sourcing it only defines functions and their state: MOUNTS (mount_in's list) and the
+# PROVISION_* globals. Each function takes the paths it works on as parameters.
 
 log() { printf '%s: %s\n' "$PROVISION_NAME" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
