@@ -17,6 +17,7 @@ import {
 import { isCloexec, isNonblocking, uniqueName } from './helpers.js';
 import { msgCtruncGap } from '../helpers/emulation.js';
 import { LONG_TEST_MS } from '../helpers/patience.js';
+import { SCAVENGE_COUNTER } from '../helpers/scavenges.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nvgrace-native-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -390,24 +391,21 @@ describe('listenUnix / connectUnix / accept / peerCred', () => {
 });
 
 describe('hot paths', () => {
-  /** GCs seen while `body` runs 200k times in a fresh process (after warm-up). */
+  /** Scavenges seen while `body` runs 200k times in a fresh process with a 1 MiB young generation (after warm-up). */
   function gcsDuring(body: string): number {
     const script = `
 const native = require(${JSON.stringify(NATIVE_BINDING_PATH)});
-const { PerformanceObserver } = require('node:perf_hooks');
 const [a, b] = native.socketPair();
 const out = new Uint8Array(64), inb = new Uint8Array(64), fds = new Int32Array(17);
 const ev = native.eventfd(0, native.EFD_NONBLOCK);
 let sink = 0;
 function loop(n) { for (let i = 0; i < n; i++) { ${body} } }
 loop(20000);
-let gcs = 0;
-const obs = new PerformanceObserver((list) => { gcs += list.getEntries().length; });
-obs.observe({ entryTypes: ['gc'] });
+${SCAVENGE_COUNTER}
 loop(200000);
 setTimeout(() => { obs.disconnect(); console.log(gcs); }, 100); // entries arrive asynchronously
 `;
-    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: LONG_TEST_MS });
+    const r = spawnSync(process.execPath, ['--max-semi-space-size=1', '-e', script], { encoding: 'utf8', timeout: LONG_TEST_MS });
     expect(r.status).toBe(0);
     return Number(r.stdout.trim());
   }
