@@ -7,6 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApertureError, openAperture } from '../../src/backends/aperture.js';
 import { devMajorMinor, findDaxDevice, readDaxDevice } from '../../src/backends/device-dax.js';
 import { MemoryBar } from '../../src/device/memory-bar.js';
+import { native } from '../../src/native/native.js';
+import { mmapPastEofGap } from '../helpers/emulation.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -128,12 +130,13 @@ describe('a device-dax aperture', () => {
     }
   });
 
-  it('offers the client whole aligned blocks and traps the rest through its own mapping', () => {
+  // qemu-user 7.2 (the 16 KiB run) maps no file past its st_size, and /dev/zero's is 0
+  it.skipIf(mmapPastEofGap() !== null)('offers the client whole aligned blocks and traps the rest through its own mapping', () => {
     const size = 10 * MiB + 12345;
     // base 0: a shared mapping of /dev/zero at a non-zero offset faults SIGBUS (a real dax maps anywhere)
-    const ap = openAperture({ size, base: 0, path: '/dev/zero', pageSize: 4096, sysfsRoot: root });
+    const ap = openAperture({ size, base: 0, path: '/dev/zero', pageSize: native.pageSize(), sysfsRoot: root });
     try {
-      const bar = new MemoryBar(2, 16 * MiB, ap.memory, 4096);
+      const bar = new MemoryBar(2, 16 * MiB, ap.memory, native.pageSize());
       expect(bar.mmap).toEqual({ fd: ap.memory.fd, fdOffset: 0, areas: [{ offset: 0, size: 10 * MiB }] });
       // the trailing partial block is served by the daemon (pread would fail on a real dax)
       const bytes = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]);

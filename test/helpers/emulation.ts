@@ -88,10 +88,12 @@ export function hugetlbMmapGap(): string | null {
 
 let pastEofGap: string | null | undefined;
 /**
- * Non-null under a qemu-user that refuses to map a file where it has no bytes (7.2 with
+ * Non-null under a qemu-user that maps no part of a file past its end (7.2 with
  * QEMU_PAGESIZE above the real page, the 16 KiB run: it shortens a file mapping to the
- * end of the file, so a mapping wholly past it is EINVAL). A real kernel maps it, and an
- * access there faults.
+ * file's st_size rounded up to the kernel's 4 KiB page). So a mapping wholly past the end
+ * is EINVAL, a character device such as /dev/zero (st_size 0) cannot be mapped, and the
+ * rest of a file's last 16 KiB page is not mapped at all (SIGSEGV). A real kernel maps
+ * all of it: the rest of the last page reads as zeros, and an access past it faults.
  */
 export function mmapPastEofGap(): string | null {
   if (pastEofGap !== undefined) return pastEofGap;
@@ -110,4 +112,55 @@ export function mmapPastEofGap(): string | null {
     fs.rmSync(path.dirname(file), { recursive: true, force: true });
   }
   return pastEofGap;
+}
+
+let unknownIoctl: string | undefined;
+/**
+ * The errno this process gets for an ioctl its file does not know: ENOTTY from a real
+ * kernel; qemu-user 7.2 (the 16 KiB run) answers ENOSYS for any ioctl it cannot
+ * translate, before the kernel sees it. Under qemu-user, `request` (one such ioctl) is
+ * tried on /dev/null to see which.
+ */
+export function unknownIoctlErrno(request: number): string {
+  if (unknownIoctl !== undefined) return unknownIoctl;
+  if (userModeEmulation() === null) return (unknownIoctl = 'ENOTTY');
+  const fd = fs.openSync('/dev/null', 'r');
+  try {
+    native.ioctl(fd, request, 0);
+    throw new Error(`ioctl 0x${request.toString(16)} on /dev/null succeeded`);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === undefined) throw err;
+    unknownIoctl = code;
+  } finally {
+    fs.closeSync(fd);
+  }
+  return unknownIoctl;
+}
+
+let noreserveGap: string | null | undefined;
+/**
+ * Non-null under a qemu-user whose own bookkeeping grows with the size of a mapping,
+ * touched or not (7.2, the 16 KiB run: about 6 MiB of resident memory per GiB of a
+ * MAP_NORESERVE memfd mapping, 6 GB for 1 TiB). Probed with 1 GiB.
+ */
+export function noreserveRssGap(): string | null {
+  if (noreserveGap !== undefined) return noreserveGap;
+  const emu = userModeEmulation();
+  noreserveGap = null;
+  if (emu === null) return noreserveGap;
+  const GiB = 2 ** 30;
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]) * 1024;
+  const fd = native.memfdCreate('nvgrace-noreserve-probe', 0);
+  try {
+    fs.ftruncateSync(fd, GiB);
+    const before = rss();
+    const map = native.mmap(fd, GiB, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED | native.MAP_NORESERVE, 0);
+    const grown = rss() - before;
+    native.munmap(map);
+    if (grown > 1024 * 1024) noreserveGap = `${emu}: an untouched 1 GiB MAP_NORESERVE mapping costs ${(grown / 1024 / 1024).toFixed(1)} MiB of resident memory`;
+  } finally {
+    native.closeFd(fd);
+  }
+  return noreserveGap;
 }

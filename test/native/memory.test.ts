@@ -15,7 +15,7 @@ import {
   native,
 } from '../../src/native/native.js';
 import { collectGarbage, isCloexec, mappingsOf, uniqueName, vmRss } from './helpers.js';
-import { userModeEmulation } from '../helpers/emulation.js';
+import { noreserveRssGap, userModeEmulation } from '../helpers/emulation.js';
 
 const RW = PROT_READ | PROT_WRITE;
 const page = native.pageSize();
@@ -162,7 +162,8 @@ describe('mmap / munmap', () => {
     native.closeFd(fd);
   });
 
-  it('maps all of a 1 TiB memfd (MAP_NORESERVE) without RSS growth', () => {
+  // qemu-user 7.2 (the 16 KiB run) spends resident memory on every page mapped, touched or not
+  it.skipIf(noreserveRssGap() !== null)('maps all of a 1 TiB memfd (MAP_NORESERVE) without RSS growth', () => {
     const TiB = 2 ** 40;
     const { fd, name } = memfd(TiB, 'tib');
     const rss0 = vmRss();
