@@ -255,12 +255,10 @@ describe('SCM_RIGHTS fd passing', () => {
     closeAll(a, b);
   });
 
-  const python = spawnSync('python3', ['-c', 'import socket; socket.CMSG_SPACE'], {
-    stdio: 'ignore',
-  });
+  // the sender is python3 (node-gyp needs it, so it is there wherever the addon built)
   const ctruncGap = msgCtruncGap();
   if (ctruncGap !== null) console.warn(`skipped: MSG_CTRUNC: ${ctruncGap}`);
-  it.skipIf(python.status !== 0 || ctruncGap !== null)(
+  it.skipIf(ctruncGap !== null)(
     'closes the fds that fit and reports -1 on MSG_CTRUNC (more than 16 fds)',
     async () => {
       const [a, b] = pair();
