@@ -34,6 +34,9 @@
 #include "proto.h"
 
 #define MAX_TARGETS 8
+/* How long to wait for a daemon's socket: a hang guard, not a measure (a daemon takes
+ * 0.25 s to listen on a host, 5 s and more under user-mode emulation). */
+#define CONNECT_TIMEOUT_MS 120000
 
 static long depth = 1; /* requests in flight per round trip (--depth, a diagnostic) */
 static long daemon_pid = 0; /* --pid: also report the daemon's CPU time per request */
@@ -191,7 +194,7 @@ static rtt_stats latency_stats(uint32_t *lat, long rounds, uint64_t wall) {
 
 static void cmd_rtt(options *o) {
   if (!o->socket || o->iters <= 0 || o->ntargets == 0) die("rtt needs --socket, --iters and --target");
-  int fd = client_connect(o->socket, 5000);
+  int fd = client_connect(o->socket, CONNECT_TIMEOUT_MS);
   client_negotiate(fd);
   floor_peer fl;
   floor_start(&fl);
@@ -292,7 +295,7 @@ static void cmd_stream(options *o, int multi) {
   }
   long batches = (o->msgs + BATCH - 1) / BATCH;
   if (batches < BLOCKS) batches = BLOCKS;
-  int fd = client_connect(o->socket, 5000);
+  int fd = client_connect(o->socket, CONNECT_TIMEOUT_MS);
   client_negotiate(fd);
   floor_peer fl;
   floor_start(&fl);
@@ -343,7 +346,7 @@ static void cmd_dma(options *o) {
   const size_t map_size = 2u << 20;
   int memfd = memfd_create("bench-guest-ram", MFD_CLOEXEC);
   if (memfd < 0 || ftruncate(memfd, (off_t)map_size) != 0) die("memfd: %s", strerror(errno));
-  int fd = client_connect(o->socket, 5000);
+  int fd = client_connect(o->socket, CONNECT_TIMEOUT_MS);
   client_negotiate(fd);
   floor_peer fl;
   floor_start(&fl);
@@ -381,7 +384,7 @@ static uint64_t copy_ns(void *dst, const void *src, size_t n) {
 
 static void cmd_mapped(options *o) {
   if (!o->socket || !o->path || o->bytes <= 0) die("mapped needs --socket, --path and --bytes");
-  int fd = client_connect(o->socket, 5000);
+  int fd = client_connect(o->socket, CONNECT_TIMEOUT_MS);
   client_negotiate(fd);
   region_info bar2;
   client_region_info(fd, 2, &bar2);
@@ -511,7 +514,7 @@ static void cmd_startup(options *o) {
     execvp(o->command[0], o->command);
     _exit(127);
   }
-  int fd = client_connect(o->socket, 60000);
+  int fd = client_connect(o->socket, CONNECT_TIMEOUT_MS);
   client_negotiate(fd);
   double ready_ms = (double)(now_ns() - t0) / 1e6;
   long rss_ready = status_kb(pid, "VmRSS");

@@ -155,7 +155,8 @@ describe('describe and qemu-args on the command line', () => {
 
   it('qemu-args prints the RAM, nodes, device, initiators and hole, in three formats', async () => {
     const socket = '/run/nvgrace-vfio-user/gpu0.sock';
-    const common = ['qemu-args', '--socket', socket, '--aperture-size', '95G', '--numa-nodes', '2', '--guest-memory', '4G'];
+    // q35 named: the default is the host's architecture (virt on arm64, qemu-args.test.ts)
+    const common = ['qemu-args', '--machine', 'q35', '--socket', socket, '--aperture-size', '95G', '--numa-nodes', '2', '--guest-memory', '4G'];
     const json = await runCli([...common, '--format', 'json']);
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout)).toEqual([

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatLogLine } from '../../src/log-format.js';
 import { CLI } from '../helpers/cli.js';
+import { HANG_GUARD_MS } from '../helpers/patience.js';
 
 describe('formatLogLine', () => {
   const t = new Date(2026, 0, 2, 3, 4, 5, 67).getTime();
@@ -26,23 +27,30 @@ describe('formatLogLine', () => {
 });
 
 describe('the daemon on a terminal', () => {
-  function underPty(env: NodeJS.ProcessEnv): string {
+  /**
+   * What the daemon writes to stderr from its start until it listens and is sent SIGTERM
+   * (once it listens, not after a fixed time: under emulation it starts 20 times slower).
+   * On a pseudo-terminal (script(1)) when `pty`, so stderr is a TTY there; else a pipe.
+   */
+  function serveBriefly(env: NodeJS.ProcessEnv, pty: boolean): string {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-tty-'));
     try {
       const sock = path.join(dir, 's.sock');
-      // SIGTERM once the daemon listens (not after a fixed time: a loaded machine starts slower)
+      const polls = HANG_GUARD_MS / 50;
       const cmd =
         `${process.execPath} ${CLI} serve --socket ${sock} & pid=$!; ` +
-        `n=0; while [ ! -S ${sock} ] && [ $n -lt 300 ]; do sleep 0.05; n=$((n+1)); done; ` +
+        `n=0; while [ ! -S ${sock} ] && [ $n -lt ${polls} ]; do sleep 0.05; n=$((n+1)); done; ` +
         `sleep 0.2; kill -TERM $pid; wait $pid`;
-      // script(1) runs the command on a pseudo-terminal: stderr is a TTY there.
-      const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', env, timeout: 15_000 });
-      expect(r.status).toBe(0);
-      return r.stdout;
+      const r = pty
+        ? spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', env, timeout: 2 * HANG_GUARD_MS })
+        : spawnSync('sh', ['-c', cmd], { encoding: 'utf8', env, timeout: 2 * HANG_GUARD_MS });
+      expect(r.status, r.stderr).toBe(0);
+      return pty ? r.stdout : r.stderr;
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
+  const underPty = (env: NodeJS.ProcessEnv) => serveBriefly(env, true);
 
   it('writes readable lines, not JSON, when stderr is a TTY', () => {
     const out = underPty({ ...process.env, NO_COLOR: '1' });
@@ -60,8 +68,8 @@ describe('the daemon on a terminal', () => {
   });
 
   it('writes JSON when stderr is not a TTY', () => {
-    const r2 = spawnSync(process.execPath, [CLI, 'serve', '--socket', path.join(os.tmpdir(), `nvgrace-json-${process.pid}.sock`)], { encoding: 'utf8', timeout: 1500, killSignal: 'SIGTERM' });
-    const first = r2.stderr.split('\n')[0]!;
-    expect(JSON.parse(first)).toMatchObject({ level: 30, msg: 'listening' });
+    const lines = serveBriefly(process.env, false).trim().split('\n');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 30, msg: 'listening' });
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ level: 30, msg: 'stopped' });
   });
 });
