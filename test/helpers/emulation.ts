@@ -24,23 +24,43 @@ export function userModeEmulation(): string | null {
 }
 
 /**
+ * A probe that runs at most once, and only under qemu-user: `probe(emu)` returns the gap
+ * (a sentence that starts with `emu`) or null. On a real host the answer is null, unprobed.
+ */
+function probedGap(probe: (emu: string) => string | null): () => string | null {
+  let gap: string | null | undefined;
+  return () => {
+    if (gap === undefined) {
+      const emu = userModeEmulation();
+      gap = emu === null ? null : probe(emu);
+    }
+    return gap;
+  };
+}
+
+/** The errno of a native call's failure, or a rethrow when it is not one. */
+function errnoOf(err: unknown): string {
+  const code = (err as { code?: string }).code;
+  if (code === undefined) throw err;
+  return code;
+}
+
+/**
  * Non-null (the reason) when NUMA policy calls are missing under qemu-user: it answers
  * get_mempolicy, mbind and move_pages with ENOSYS.
  */
-export function numaCallsGap(): string | null {
-  const emu = userModeEmulation();
-  if (emu === null) return null;
+export const numaCallsGap = probedGap((emu) => {
   const map = native.mmap(-1, native.pageSize(), native.PROT_READ | native.PROT_WRITE, native.MAP_PRIVATE | native.MAP_ANONYMOUS, 0);
   try {
     native.getMempolicy(map, 0);
     return null;
   } catch (err) {
-    if ((err as { code?: string }).code === 'ENOSYS') return `${emu}: get_mempolicy, mbind and move_pages answer ENOSYS`;
+    if (errnoOf(err) === 'ENOSYS') return `${emu}: get_mempolicy, mbind and move_pages answer ENOSYS`;
     throw err;
   } finally {
     native.munmap(map);
   }
-}
+});
 
 /**
  * Non-null under qemu-user: its recvmsg converts control messages itself and does not
@@ -61,32 +81,25 @@ export function smapsPageSizeGap(reported: number, expected: number): string | n
   return emu !== null && reported !== expected ? `${emu}: its /proc/self/smaps gives KernelPageSize ${reported / 1024} kB for ${expected / 1024} kB pages` : null;
 }
 
-let hugetlbGap: string | null | undefined;
 /**
  * Non-null under a qemu-user that refuses to map hugetlb memory (7.2, the 16 KiB run:
  * mmap of a MFD_HUGETLB memfd is EINVAL there; a real kernel without a free huge page says
  * ENOMEM, and maps it otherwise).
  */
-export function hugetlbMmapGap(): string | null {
-  if (hugetlbGap !== undefined) return hugetlbGap;
-  const emu = userModeEmulation();
-  hugetlbGap = null;
-  if (emu === null) return hugetlbGap;
+export const hugetlbMmapGap = probedGap((emu) => {
   const size = 2 * 1024 * 1024;
   const fd = native.memfdCreate('nvgrace-hugetlb-probe', (native.MFD_HUGETLB | native.MFD_HUGE_2MB) >>> 0);
   try {
     fs.ftruncateSync(fd, size);
-    const map = native.mmap(fd, size, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, 0);
-    native.munmap(map);
+    native.munmap(native.mmap(fd, size, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED, 0));
+    return null;
   } catch (err) {
-    if ((err as { code?: string }).code === 'EINVAL') hugetlbGap = `${emu}: mmap of hugetlb memory answers EINVAL`;
+    return errnoOf(err) === 'EINVAL' ? `${emu}: mmap of hugetlb memory answers EINVAL` : null;
   } finally {
     native.closeFd(fd);
   }
-  return hugetlbGap;
-}
+});
 
-let pastEofGap: string | null | undefined;
 /**
  * Non-null under a qemu-user that maps no part of a file past its end (7.2 with
  * QEMU_PAGESIZE above the real page, the 16 KiB run: it shortens a file mapping to the
@@ -95,24 +108,40 @@ let pastEofGap: string | null | undefined;
  * rest of a file's last 16 KiB page is not mapped at all (SIGSEGV). A real kernel maps
  * all of it: the rest of the last page reads as zeros, and an access past it faults.
  */
-export function mmapPastEofGap(): string | null {
-  if (pastEofGap !== undefined) return pastEofGap;
-  const emu = userModeEmulation();
-  pastEofGap = null;
-  if (emu === null) return pastEofGap;
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-eof-probe-')), 'empty');
-  const fd = fs.openSync(file, 'w+');
+export const mmapPastEofGap = probedGap((emu) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-eof-probe-'));
+  const fd = fs.openSync(path.join(dir, 'empty'), 'w+');
   try {
-    const map = native.mmap(fd, native.pageSize(), native.PROT_READ, native.MAP_SHARED, 0);
-    native.munmap(map);
+    native.munmap(native.mmap(fd, native.pageSize(), native.PROT_READ, native.MAP_SHARED, 0));
+    return null;
   } catch (err) {
-    if ((err as { code?: string }).code === 'EINVAL') pastEofGap = `${emu}: mmap of a file wholly past its end answers EINVAL`;
+    return errnoOf(err) === 'EINVAL' ? `${emu}: mmap of a file wholly past its end answers EINVAL` : null;
   } finally {
     fs.closeSync(fd);
-    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   }
-  return pastEofGap;
-}
+});
+
+/**
+ * Non-null under a qemu-user whose own bookkeeping grows with the size of a mapping,
+ * touched or not (7.2, the 16 KiB run: about 6 MiB of resident memory per GiB of a
+ * MAP_NORESERVE memfd mapping, 6 GB for 1 TiB). Probed with 1 GiB.
+ */
+export const noreserveRssGap = probedGap((emu) => {
+  const GiB = 2 ** 30;
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]) * 1024;
+  const fd = native.memfdCreate('nvgrace-noreserve-probe', 0);
+  try {
+    fs.ftruncateSync(fd, GiB);
+    const before = rss();
+    const map = native.mmap(fd, GiB, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED | native.MAP_NORESERVE, 0);
+    const grown = rss() - before;
+    native.munmap(map);
+    return grown > 1024 * 1024 ? `${emu}: an untouched 1 GiB MAP_NORESERVE mapping costs ${(grown / 1024 / 1024).toFixed(1)} MiB of resident memory` : null;
+  } finally {
+    native.closeFd(fd);
+  }
+});
 
 let unknownIoctl: string | undefined;
 /**
@@ -129,38 +158,9 @@ export function unknownIoctlErrno(request: number): string {
     native.ioctl(fd, request, 0);
     throw new Error(`ioctl 0x${request.toString(16)} on /dev/null succeeded`);
   } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === undefined) throw err;
-    unknownIoctl = code;
+    unknownIoctl = errnoOf(err);
   } finally {
     fs.closeSync(fd);
   }
   return unknownIoctl;
-}
-
-let noreserveGap: string | null | undefined;
-/**
- * Non-null under a qemu-user whose own bookkeeping grows with the size of a mapping,
- * touched or not (7.2, the 16 KiB run: about 6 MiB of resident memory per GiB of a
- * MAP_NORESERVE memfd mapping, 6 GB for 1 TiB). Probed with 1 GiB.
- */
-export function noreserveRssGap(): string | null {
-  if (noreserveGap !== undefined) return noreserveGap;
-  const emu = userModeEmulation();
-  noreserveGap = null;
-  if (emu === null) return noreserveGap;
-  const GiB = 2 ** 30;
-  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]) * 1024;
-  const fd = native.memfdCreate('nvgrace-noreserve-probe', 0);
-  try {
-    fs.ftruncateSync(fd, GiB);
-    const before = rss();
-    const map = native.mmap(fd, GiB, native.PROT_READ | native.PROT_WRITE, native.MAP_SHARED | native.MAP_NORESERVE, 0);
-    const grown = rss() - before;
-    native.munmap(map);
-    if (grown > 1024 * 1024) noreserveGap = `${emu}: an untouched 1 GiB MAP_NORESERVE mapping costs ${(grown / 1024 / 1024).toFixed(1)} MiB of resident memory`;
-  } finally {
-    native.closeFd(fd);
-  }
-  return noreserveGap;
 }
