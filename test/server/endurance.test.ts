@@ -24,6 +24,8 @@ const SEED = Number(process.env['NVGRACE_SOAK_SEED'] ?? 15);
 /** Hostile connections in `npm test`, and how often memory is sampled. */
 const CONNECTIONS = 3000;
 const SAMPLE_EVERY = 100;
+/** What the test (not a soak) lets RSS grow by per connection in its second half. */
+const LEAK_BOUND_PER_CONNECTION = 4 * 1024;
 /** The device memory the daemon maps, paged in up front (see preTouch): the emulated BAR0 and the aperture. */
 const BAR0_SIZE = 16 * MiB;
 /** Preloaded into the daemon: a full garbage collection on SIGUSR2 before each sample. */
@@ -191,13 +193,18 @@ describe('endurance under hostile clients', () => {
         await sample();
         expect(daemon.exitCode).toBeNull();
 
-        // a plateau: after a warm-up, the second half adds nothing over the peak of the first
+        // After a warm-up, the second half's peak over the first half's. A soak (tens of
+        // thousands of connections) must show a plateau: under 1 MiB. The test's 3,000
+        // are too few for that (the allocator settles by up to 2 MiB in them, and by none
+        // over 80,000 in a soak), so it holds a bound per connection that a leak of
+        // per-connection buffers crosses (the bug it was written for kept 17 KiB each).
         const warm = samples.slice(Math.max(1, Math.floor(samples.length / 6)));
         const half = Math.floor(warm.length / 2);
         const first = warm.slice(0, half);
         const second = warm.slice(half);
         const peak = (xs: Sample[], k: keyof Sample) => Math.max(...xs.map((s) => s[k]));
         const growth = peak(second, 'rss') - peak(first, 'rss');
+        const bound = SOAK_MINUTES > 0 ? MiB : LEAK_BOUND_PER_CONNECTION * (second.at(-1)!.connections - first.at(-1)!.connections);
         const fdsSeen = new Set(samples.map((s) => s.fds));
         console.info(
           `${connections} hostile connections (${failed} failed) in ${Math.round((Date.now() - t0) / 1000)} s: ` +
@@ -205,7 +212,7 @@ describe('endurance under hostile clients', () => {
             `fds ${[...fdsSeen].join(', ')}; ${warnings} warnings logged`,
         );
         expect(fdsSeen.size, 'the same fd count at every sample').toBe(1);
-        expect(growth, 'RSS growth over the second half').toBeLessThan(MiB);
+        expect(growth, `RSS growth over the second half (bound ${mb(bound)} MiB)`).toBeLessThan(bound);
         daemon.kill('SIGTERM');
         expect((await finished(daemon)).code).toBe(0);
       } finally {
