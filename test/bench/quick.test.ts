@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HANG_GUARD_MS, LONG_TEST_MS } from '../helpers/patience.js';
 
 /**
  * `npm run bench -- --quick`, minus its `npm run build` (the test setup has
@@ -40,11 +41,11 @@ describe('npm run bench -- --quick', () => {
     const r = spawnSync(process.execPath, [path.join(root, '.cache', 'bench', 'js', 'bench', 'run.js'), '--quick', '--out', out], {
       cwd: root,
       encoding: 'utf8',
-      timeout: 170_000,
+      timeout: LONG_TEST_MS,
     });
     if (r.status !== 0) throw new Error(`bench failed (${r.status ?? r.signal}): ${r.stderr}`);
     stdout = r.stdout;
-  }, 180_000);
+  }, LONG_TEST_MS + HANG_GUARD_MS);
   afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
   it('writes JSON with the machine and every figure beside its floor', () => {
