@@ -9,7 +9,7 @@ import { nodesWithMemory } from '../../src/backends/numa.js';
 import { finished, runCli, spawnCli, waitForLog } from '../helpers/cli.js';
 import { poolCounts, requireReservation, reserveHugePages, type HugePageReservation } from '../helpers/hugepages.js';
 import { native } from '../../src/native/native.js';
-import { numaCallsGap } from '../helpers/emulation.js';
+import { hugetlbMmapGap, numaCallsGap } from '../helpers/emulation.js';
 
 const MiB = 1024 * 1024;
 
@@ -61,7 +61,8 @@ describe('backing flags', () => {
     expect(fs.existsSync(path.join(dir, 's.sock'))).toBe(false);
   });
 
-  it('refuses a huge page pool too small in one line naming the knob, exit 1', async () => {
+  // the refusal comes from mapping the huge pages, which qemu-user 7.2 answers with EINVAL
+  it.skipIf(hugetlbMmapGap() !== null)('refuses a huge page pool too small in one line naming the knob, exit 1', async () => {
     const { total } = poolCounts(2 * MiB);
     const r = await runCli(['serve', '--socket', path.join(dir, 's.sock'), '--aperture-hugepages', '2M', '--aperture-size', `${(total + 64) * 2}M`]);
     expect(r.code).toBe(1);
