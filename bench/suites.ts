@@ -464,7 +464,7 @@ async function scrubRuns(ctx: Context, open: () => { fd: number; scrub: () => Pr
   return out;
 }
 
-export async function scrubSuite(ctx: Context): Promise<Figure[]> {
+export async function scrubSuite(ctx: Context, hugePages = true): Promise<Figure[]> {
   const { cfg } = ctx;
   const { native } = (await import(distModule('native/native.js'))) as NativeMemory;
   const { openAperture } = (await import(distModule('backends/aperture.js'))) as ApertureModule;
@@ -490,7 +490,7 @@ export async function scrubSuite(ctx: Context): Promise<Figure[]> {
   };
 
   // Huge pages: what device memory is mapped in (device-dax), and --aperture-hugepages.
-  const reservation = await reserveHugePages(HUGE_PAGE, Math.ceil(size / HUGE_PAGE) + 1).catch((err: Error) => err.message);
+  const reservation = hugePages ? await reserveHugePages(HUGE_PAGE, Math.ceil(size / HUGE_PAGE) + 1).catch((err: Error) => err.message) : '--no-huge-pages';
   if (typeof reservation === 'string') {
     ctx.log(`scrub on huge pages skipped: ${reservation}`);
   } else {

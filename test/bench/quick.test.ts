@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hugetlbMmapGap } from '../helpers/emulation.js';
 import { HANG_GUARD_MS, LONG_TEST_MS } from '../helpers/patience.js';
 
 /**
@@ -13,6 +14,11 @@ import { HANG_GUARD_MS, LONG_TEST_MS } from '../helpers/patience.js';
  * well-formed results. Timings are not checked: they belong to the bench.
  */
 const root = fileURLToPath(new URL('../..', import.meta.url));
+
+/** qemu-user 7.2 (the 16 KiB run) maps no hugetlb memory reliably (docs/testing.md, emulation gaps). */
+const HUGETLB_GAP = hugetlbMmapGap();
+if (HUGETLB_GAP !== null) console.warn(`left out: the bench's scrub on huge pages: ${HUGETLB_GAP}`);
+const HUGE_FIGURES = HUGETLB_GAP === null ? ['scrub-huge', 'scrub-huge-first'] : [];
 
 interface Summary {
   median: number;
@@ -38,7 +44,7 @@ describe('npm run bench -- --quick', () => {
   beforeAll(() => {
     out = fs.mkdtempSync(path.join(os.tmpdir(), 'nvgrace-bench-test-'));
     execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.bench.json'], { cwd: root });
-    const r = spawnSync(process.execPath, [path.join(root, '.cache', 'bench', 'js', 'bench', 'run.js'), '--quick', '--out', out], {
+    const r = spawnSync(process.execPath, [path.join(root, '.cache', 'bench', 'js', 'bench', 'run.js'), '--quick', '--out', out, ...(HUGETLB_GAP === null ? [] : ['--no-huge-pages'])], {
       cwd: root,
       encoding: 'utf8',
       timeout: LONG_TEST_MS,
@@ -62,7 +68,7 @@ describe('npm run bench -- --quick', () => {
       'posted-write', 'write-multi', 'dma-churn',
       'startup-1g', 'startup-64g', 'startup-512g', 'rss-1g', 'rss-64g', 'rss-512g',
       'mapped-read', 'mapped-write',
-      'scrub-huge', 'scrub-huge-first', 'scrub-4k', 'scrub-4k-first', 'scrub-punch',
+      ...HUGE_FIGURES, 'scrub-4k', 'scrub-4k-first', 'scrub-punch',
     ]);
     for (const f of result.figures) {
       for (const s of [f.daemon, f.floor, f.ratio]) {
@@ -75,7 +81,7 @@ describe('npm run bench -- --quick', () => {
       expect(f.floorLabel.length).toBeGreaterThan(10);
     }
     const targets = result.figures.filter((f) => f.target).map((f) => f.id);
-    expect(targets).toEqual(expect.arrayContaining(['rtt-config', 'dma-churn', 'startup-512g', 'rss-512g', 'mapped-read', 'mapped-write', 'scrub-huge', 'scrub-4k']));
+    expect(targets).toEqual(expect.arrayContaining(['rtt-config', 'dma-churn', 'startup-512g', 'rss-512g', 'mapped-read', 'mapped-write', ...(HUGETLB_GAP === null ? ['scrub-huge'] : []), 'scrub-4k']));
   });
 
   it('prints the markdown table and writes it, one row per figure', () => {
@@ -84,7 +90,7 @@ describe('npm run bench -- --quick', () => {
     expect(md).toMatch(/^Machine: .+ cores/m);
     expect(md).toContain('| Figure | Unit | Daemon | Floor | Daemon / floor | Target |');
     const rows = md.split('\n').filter((l) => /^\| (Trapped|Posted|REGION|DMA|Start-up|Resident|BAR2|Scrub)/.test(l));
-    expect(rows).toHaveLength(23);
+    expect(rows).toHaveLength(21 + HUGE_FIGURES.length);
     for (const row of rows) expect(row.split('|')).toHaveLength(8);
   });
 
@@ -93,7 +99,7 @@ describe('npm run bench -- --quick', () => {
     expect(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"')).toBe(true);
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
     // two bars per figure (daemon, floor); the legend's swatches are smaller
-    expect(svg.match(/<rect x="\d+(\.\d+)?" y="\d+(\.\d+)?" width="[\d.]+" height="14"/g)).toHaveLength(46);
+    expect(svg.match(/<rect x="\d+(\.\d+)?" y="\d+(\.\d+)?" width="[\d.]+" height="14"/g)).toHaveLength(2 * (21 + HUGE_FIGURES.length));
     // every text is escaped and every element closed
     expect(svg.match(/<text\b/g)?.length).toBe(svg.match(/<\/text>/g)?.length);
     expect(svg).not.toMatch(/<text[^>]*>[^<]*[<>&](?!amp;|lt;|gt;)[^<]*<\/text>/);
