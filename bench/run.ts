@@ -7,8 +7,8 @@
  *   --runs N     runs per figure (default 9)
  *   --only LIST  comma-separated suites: socket, startup, mapped, scrub
  *   --out DIR    where the results go
- *   --no-huge-pages  leave out the scrub figure on huge pages (for an emulator that
- *                cannot map them; the tests pass it for the listed gap)
+ *   --no-huge-pages  leave out the two scrub figures on huge pages (for an emulator
+ *                that cannot map them; the tests pass it for the listed gap)
  *
  * As root it grows the 2 MiB huge page pool for the scrub figure on huge pages
  * and gives the pages back (the tests' lock and increments); otherwise that
