@@ -8,17 +8,24 @@ import path from 'node:path';
 import { native } from '../../src/native/native.js';
 
 /**
- * "qemu-user: aarch64 program on an x86_64 kernel" when the kernel's architecture
- * (/proc/sys/kernel/arch, which qemu-user passes through) is not the one uname reports
- * to this program (qemu-user answers uname with the emulated machine); null otherwise.
+ * The kernel's architecture from /proc/sys/kernel/arch, which qemu-user passes through
+ * (uname it answers with the emulated machine); '' on kernels before 6.1, which lack the
+ * file (no emulated run uses one).
+ */
+function kernelArch(): string {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/arch', 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * "qemu-user: aarch64 program on an x86_64 kernel" when the kernel's architecture is not
+ * the one uname reports to this program; null otherwise.
  */
 export function userModeEmulation(): string | null {
-  let kernel: string;
-  try {
-    kernel = fs.readFileSync('/proc/sys/kernel/arch', 'utf8').trim();
-  } catch {
-    return null; // kernels before 6.1 lack the file; no emulated run uses one
-  }
+  const kernel = kernelArch();
   const program = os.machine();
   return kernel !== '' && kernel !== program ? `qemu-user: ${program} program on an ${kernel} kernel` : null;
 }
@@ -87,7 +94,7 @@ export function smapsPageSizeGap(reported: number, expected: number): string | n
  * written by the emulator, so it cannot say.
  */
 function emulatedAboveKernelPage(): number | null {
-  const kernel = fs.readFileSync('/proc/sys/kernel/arch', 'utf8').trim() === 'x86_64' ? 4096 : null;
+  const kernel = kernelArch() === 'x86_64' ? 4096 : null;
   return kernel !== null && native.pageSize() > kernel ? kernel : null;
 }
 
